@@ -1,1 +1,732 @@
-//! Tokio driver (next).
+//! The one place that touches tokio: a task that owns a [`Node`] and its UDP socket, and
+//! small per-flow tasks that bridge flows to real sockets or to the caller's streams.
+//!
+//! The node task `select!`s on the socket, a bounded command channel and the node's
+//! next timeout; after every input it drains the node's outputs. Flow tasks never touch
+//! the node: they send commands and wait for credit, so every queue between a socket and
+//! the stack is bounded and a slow reader slows its sender through TCP's window.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::flow::{CloseReason, Event, FlowId};
+use crate::node::{Node, NodeConfig};
+use crate::policy::{Protocol, Target};
+use crate::stats::Stats;
+use crate::wg::{PeerConfig, PeerStats};
+use crate::{Error, PublicKey};
+
+/// Bytes moved per chunk between a flow and the node: big enough that per-chunk costs
+/// vanish, small enough that a flow's chunk queue stays a few hundred KiB.
+const CHUNK: usize = 64 * 1024;
+/// Larger than any datagram the tunnel MTU lets through.
+const MAX_DATAGRAM: usize = 2048;
+/// Chunks queued from the node to one flow's writer.
+const FLOW_QUEUE: usize = 4;
+/// Commands queued from all flows and callers to the node task.
+const COMMAND_QUEUE: usize = 1024;
+/// Datagrams read from the socket per wake-up before outputs are drained again.
+const RECV_BATCH: usize = 64;
+/// A real target that has not answered by then is reported as refused.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the tunnel has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Node(#[from] Error),
+    #[error("connection through the tunnel was refused or reset")]
+    Refused,
+}
+
+/// A datagram conversation through the tunnel, from [`Netstack::open_udp`].
+pub struct TunnelDatagram {
+    flow: FlowId,
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<Chunk>,
+}
+
+impl TunnelDatagram {
+    /// # Errors
+    /// [`DriverError::Stopped`] when the tunnel is gone.
+    pub async fn send(&self, datagram: &[u8]) -> Result<(), DriverError> {
+        self.commands
+            .send(Command::Data(self.flow, Bytes::copy_from_slice(datagram)))
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// The next datagram; `None` once the flow has ended.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            match self.incoming.recv().await? {
+                Chunk::Data(bytes) => return Some(bytes),
+                Chunk::Fin => {}
+            }
+        }
+    }
+}
+
+impl Drop for TunnelDatagram {
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(Command::Eof(self.flow));
+    }
+}
+
+/// Handle to a running node. Dropping it stops the node and all its flows.
+pub struct Netstack {
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    local_addr: SocketAddr,
+}
+
+impl Netstack {
+    /// Starts a node on `socket`, serving and dialling.
+    ///
+    /// # Errors
+    /// When the socket's address cannot be read.
+    pub fn spawn(config: NodeConfig, socket: UdpSocket) -> io::Result<Self> {
+        tune_socket(&socket);
+        let local_addr = socket.local_addr()?;
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let node = Node::new(config, rand::random(), Instant::now());
+        let driver = Driver {
+            transmit_buf: vec![0; 65536],
+            node,
+            socket: Arc::new(socket),
+            receiver,
+            commands: commands.clone(),
+            flows: HashMap::new(),
+            cancel: cancel.clone(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(driver.run());
+        Ok(Self {
+            commands,
+            cancel,
+            tasks,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// # Errors
+    /// As [`Node::add_peer`], or [`DriverError::Stopped`].
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::AddPeer(Box::new(peer), reply))
+            .await??)
+    }
+
+    /// # Errors
+    /// As [`Node::remove_peer`], or [`DriverError::Stopped`].
+    pub async fn remove_peer(&self, key: PublicKey) -> Result<(), DriverError> {
+        Ok(self.call(|reply| Command::RemovePeer(key, reply)).await??)
+    }
+
+    /// Starts the handshake with a peer now, so the first flow does not wait for it.
+    ///
+    /// # Errors
+    /// As [`Node::connect_peer`], or [`DriverError::Stopped`].
+    pub async fn connect_peer(&self, key: PublicKey) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::ConnectPeer(key, reply))
+            .await??)
+    }
+
+    /// A TCP connection through the tunnel, as a stream.
+    ///
+    /// # Errors
+    /// [`DriverError::Refused`] when the far side resets or refuses it.
+    pub async fn connect_tcp(&self, dst: SocketAddrV4) -> Result<DuplexStream, DriverError> {
+        self.call(|reply| Command::DialTcp(dst, reply)).await?
+    }
+
+    /// # Errors
+    /// As [`Node::open_udp`], or [`DriverError::Stopped`].
+    pub async fn open_udp(&self, dst: SocketAddrV4) -> Result<TunnelDatagram, DriverError> {
+        let (flow, incoming) = self.call(|reply| Command::DialUdp(dst, reply)).await??;
+        Ok(TunnelDatagram {
+            flow,
+            commands: self.commands.clone(),
+            incoming,
+        })
+    }
+
+    /// Counters, open flows with their memory, and per-peer figures.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] when the tunnel is gone.
+    pub async fn stats(&self) -> Result<Snapshot, DriverError> {
+        self.call(Command::Stats).await
+    }
+
+    /// Stops the node and every flow task, and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Netstack {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// What [`Netstack::stats`] returns.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub flows: usize,
+    pub flow_memory: usize,
+    pub peers: Vec<PeerStats>,
+}
+
+enum Command {
+    AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), Error>>),
+    RemovePeer(PublicKey, oneshot::Sender<Result<(), Error>>),
+    ConnectPeer(PublicKey, oneshot::Sender<Result<(), Error>>),
+    DialTcp(
+        SocketAddrV4,
+        oneshot::Sender<Result<DuplexStream, DriverError>>,
+    ),
+    DialUdp(
+        SocketAddrV4,
+        oneshot::Sender<Result<(FlowId, mpsc::Receiver<Chunk>), Error>>,
+    ),
+    Stats(oneshot::Sender<Snapshot>),
+    /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
+    Data(FlowId, Bytes),
+    /// The real side finished sending.
+    Eof(FlowId),
+    /// The real side failed; reset the flow.
+    Abort(FlowId),
+    /// A flow's writer took a chunk: there may be room for more.
+    Resume(FlowId),
+    /// Serve side: the real target answered.
+    TargetConnected(FlowId),
+}
+
+enum Chunk {
+    Data(Bytes),
+    Fin,
+}
+
+/// The node task's view of one flow.
+struct FlowIo {
+    protocol: Protocol,
+    to_real: mpsc::Sender<Chunk>,
+    /// Data from the real side the node has not taken yet.
+    pending: Option<Bytes>,
+    /// The real side finished; close once `pending` is sent.
+    eof_pending: bool,
+    /// The node has data for the real side, but its queue was full.
+    out_blocked: bool,
+    /// The peer finished; tell the real side once its queue has room.
+    fin_pending: bool,
+    /// Lets the flow's reader send its next chunk.
+    credit: Arc<Notify>,
+    cancel: CancellationToken,
+    /// Dial side, until the handshake finishes.
+    dial: Option<DialWaiter>,
+}
+
+struct DialWaiter {
+    reply: oneshot::Sender<Result<DuplexStream, DriverError>>,
+    to_real: mpsc::Receiver<Chunk>,
+}
+
+struct Driver {
+    node: Node,
+    socket: Arc<UdpSocket>,
+    receiver: mpsc::Receiver<Command>,
+    commands: mpsc::Sender<Command>,
+    flows: HashMap<FlowId, FlowIo>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    transmit_buf: Vec<u8>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut recv_buf = vec![0u8; 65536];
+        loop {
+            self.drain_outputs().await;
+            let deadline = self.node.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                readable = self.socket.readable() => {
+                    if readable.is_err() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    for _ in 0..RECV_BATCH {
+                        match self.socket.try_recv_from(&mut recv_buf) {
+                            Ok((len, from)) => self.node.handle_datagram(from, &recv_buf[..len], now),
+                            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP errors from a peer that went away surface here; they
+                            // say nothing WireGuard's timers will not find out.
+                            Err(err) => tracing::trace!(%err, "udp receive error"),
+                        }
+                    }
+                }
+                command = self.receiver.recv() => {
+                    let Some(command) = command else { break };
+                    self.handle_command(command);
+                    // Take what else is queued before draining outputs once.
+                    for _ in 0..RECV_BATCH {
+                        match self.receiver.try_recv() {
+                            Ok(command) => self.handle_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => self.node.handle_timeout(Instant::now()),
+            }
+        }
+        for (_, flow) in self.flows.drain() {
+            flow.cancel.cancel();
+        }
+    }
+
+    async fn drain_outputs(&mut self) {
+        loop {
+            while let Some(transmit) = self.node.poll_transmit(&mut self.transmit_buf) {
+                if let Err(err) = self
+                    .socket
+                    .send_to(&self.transmit_buf[..transmit.len], transmit.dst)
+                    .await
+                {
+                    tracing::debug!(%err, dst = %transmit.dst, "udp send failed");
+                }
+            }
+            let Some(event) = self.node.poll_event() else {
+                break;
+            };
+            self.handle_event(event);
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::AddPeer(peer, reply) => {
+                let _ = reply.send(self.node.add_peer(*peer));
+            }
+            Command::RemovePeer(key, reply) => {
+                let _ = reply.send(self.node.remove_peer(&key));
+            }
+            Command::ConnectPeer(key, reply) => {
+                let _ = reply.send(self.node.connect_peer(&key));
+            }
+            Command::DialTcp(dst, reply) => match self.node.connect_tcp(dst, now) {
+                Ok(flow) => {
+                    let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
+                    let mut io = FlowIo::new(Protocol::Tcp, to_real, &self.cancel);
+                    io.dial = Some(DialWaiter {
+                        reply,
+                        to_real: from_node,
+                    });
+                    self.flows.insert(flow, io);
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err.into()));
+                }
+            },
+            Command::DialUdp(dst, reply) => match self.node.open_udp(dst, now) {
+                Ok(flow) => {
+                    let (to_real, from_node) = mpsc::channel(FLOW_QUEUE * 16);
+                    self.flows
+                        .insert(flow, FlowIo::new(Protocol::Udp, to_real, &self.cancel));
+                    let _ = reply.send(Ok((flow, from_node)));
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Stats(reply) => {
+                let (flows, flow_memory) = self.node.flow_usage();
+                let _ = reply.send(Snapshot {
+                    stats: self.node.stats(),
+                    flows,
+                    flow_memory,
+                    peers: self.node.peers(),
+                });
+            }
+            Command::Data(flow, bytes) => {
+                if let Some(io) = self.flows.get_mut(&flow) {
+                    io.pending = Some(bytes);
+                    self.push_to_node(flow);
+                }
+            }
+            Command::Eof(flow) => {
+                if let Some(io) = self.flows.get_mut(&flow) {
+                    io.eof_pending = true;
+                    self.push_to_node(flow);
+                }
+            }
+            Command::Abort(flow) => {
+                let _ = self.node.abort(flow, now);
+            }
+            Command::Resume(flow) => self.pull_from_node(flow),
+            Command::TargetConnected(flow) => {
+                let _ = self.node.handle_flow_connected(flow, now);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Accepted {
+                flow,
+                protocol,
+                target,
+                source,
+                ..
+            } => {
+                let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
+                let io = FlowIo::new(protocol, to_real, &self.cancel);
+                let ends = FlowEnds {
+                    flow,
+                    commands: self.commands.clone(),
+                    from_node,
+                    credit: io.credit.clone(),
+                    cancel: io.cancel.clone(),
+                };
+                self.flows.insert(flow, io);
+                tracing::debug!(%flow, %source, %target, ?protocol, "serving flow");
+                match protocol {
+                    Protocol::Tcp => self.tasks.spawn(serve_tcp(target, ends)),
+                    Protocol::Udp => self.tasks.spawn(serve_udp(target, ends)),
+                };
+            }
+            Event::Connected { flow } => {
+                let Some(io) = self.flows.get_mut(&flow) else {
+                    return;
+                };
+                let Some(waiter) = io.dial.take() else {
+                    return;
+                };
+                let (user, ours) = tokio::io::duplex(CHUNK * 2);
+                let ends = FlowEnds {
+                    flow,
+                    commands: self.commands.clone(),
+                    from_node: waiter.to_real,
+                    credit: io.credit.clone(),
+                    cancel: io.cancel.clone(),
+                };
+                self.tasks.spawn(bridge_stream(ours, ends));
+                let _ = waiter.reply.send(Ok(user));
+            }
+            Event::Readable { flow } => self.pull_from_node(flow),
+            Event::Writable { flow } => self.push_to_node(flow),
+            Event::ReadClosed { flow } => {
+                if let Some(io) = self.flows.get_mut(&flow) {
+                    io.fin_pending = true;
+                }
+                self.pull_from_node(flow);
+            }
+            Event::Closed { flow, reason } => {
+                tracing::debug!(%flow, ?reason, "flow closed");
+                if let Some(io) = self.flows.remove(&flow) {
+                    // A finished flow's writer still drains its queue (dropping our
+                    // sender ends it); anything else stops at once.
+                    if reason != CloseReason::Finished {
+                        io.cancel.cancel();
+                    }
+                    if let Some(waiter) = io.dial {
+                        let _ = waiter.reply.send(Err(DriverError::Refused));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers the flow's pending real-side data to the node.
+    fn push_to_node(&mut self, flow: FlowId) {
+        let now = Instant::now();
+        let Some(io) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        if let Some(bytes) = io.pending.as_mut() {
+            match self.node.send(flow, bytes, now) {
+                Ok(taken) if taken == bytes.len() => {
+                    io.pending = None;
+                    io.credit.notify_one();
+                }
+                Ok(taken) => {
+                    let _ = bytes.split_to(taken);
+                }
+                Err(err) => {
+                    tracing::debug!(%flow, %err, "flow cannot take data");
+                    io.pending = None;
+                    let _ = self.node.abort(flow, now);
+                    return;
+                }
+            }
+        }
+        if io.pending.is_none() && io.eof_pending {
+            io.eof_pending = false;
+            let _ = self.node.close(flow, now);
+        }
+    }
+
+    /// Moves what the node holds for a flow into the flow's queue, as far as it has room.
+    fn pull_from_node(&mut self, flow: FlowId) {
+        let Some(io) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        if io.dial.is_some() {
+            return;
+        }
+        io.out_blocked = false;
+        loop {
+            let Ok(permit) = io.to_real.try_reserve() else {
+                io.out_blocked = true;
+                return;
+            };
+            let mut buf = BytesMut::zeroed(if io.protocol == Protocol::Udp {
+                MAX_DATAGRAM
+            } else {
+                CHUNK
+            });
+            match self.node.recv(flow, &mut buf) {
+                Ok(Some(len)) => {
+                    buf.truncate(len);
+                    permit.send(Chunk::Data(buf.freeze()));
+                }
+                Ok(None) | Err(_) => {
+                    if io.fin_pending {
+                        io.fin_pending = false;
+                        permit.send(Chunk::Fin);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl FlowIo {
+    fn new(protocol: Protocol, to_real: mpsc::Sender<Chunk>, parent: &CancellationToken) -> Self {
+        Self {
+            protocol,
+            to_real,
+            pending: None,
+            eof_pending: false,
+            out_blocked: false,
+            fin_pending: false,
+            credit: Arc::new(Notify::new()),
+            cancel: parent.child_token(),
+            dial: None,
+        }
+    }
+}
+
+/// What a flow task holds: its channels to and from the node task.
+struct FlowEnds {
+    flow: FlowId,
+    commands: mpsc::Sender<Command>,
+    from_node: mpsc::Receiver<Chunk>,
+    credit: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+async fn serve_tcp(target: Target, ends: FlowEnds) {
+    let connect = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((target.host.as_ref(), target.port)),
+    );
+    let stream = tokio::select! {
+        () = ends.cancel.cancelled() => return,
+        result = connect => result,
+    };
+    match stream {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            if ends
+                .commands
+                .send(Command::TargetConnected(ends.flow))
+                .await
+                .is_ok()
+            {
+                bridge_stream(stream, ends).await;
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(flow = %ends.flow, %target, %err, "target refused");
+            let _ = ends.commands.send(Command::Abort(ends.flow)).await;
+        }
+        Err(_) => {
+            tracing::debug!(flow = %ends.flow, %target, "target did not answer");
+            let _ = ends.commands.send(Command::Abort(ends.flow)).await;
+        }
+    }
+}
+
+/// Copies between a byte stream and a flow in both directions until both are done or
+/// the flow is cancelled. Half-close passes through: EOF on one side is FIN on the other.
+async fn bridge_stream<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S, ends: FlowEnds) {
+    let FlowEnds {
+        flow,
+        commands,
+        mut from_node,
+        credit,
+        cancel,
+    } = ends;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let inbound = {
+        let commands = commands.clone();
+        async move {
+            loop {
+                let mut buf = BytesMut::with_capacity(CHUNK);
+                match reader.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        let _ = commands.send(Command::Eof(flow)).await;
+                        return;
+                    }
+                    Ok(_) => {
+                        if commands
+                            .send(Command::Data(flow, buf.freeze()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        credit.notified().await;
+                    }
+                    Err(_) => {
+                        let _ = commands.send(Command::Abort(flow)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let outbound = async move {
+        while let Some(chunk) = from_node.recv().await {
+            match chunk {
+                Chunk::Data(bytes) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        let _ = commands.send(Command::Abort(flow)).await;
+                        return;
+                    }
+                    let _ = commands.send(Command::Resume(flow)).await;
+                }
+                Chunk::Fin => {
+                    let _ = writer.shutdown().await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        _ = async { tokio::join!(inbound, outbound) } => {}
+    }
+}
+
+async fn serve_udp(target: Target, ends: FlowEnds) {
+    let FlowEnds {
+        flow,
+        commands,
+        mut from_node,
+        cancel,
+        ..
+    } = ends;
+    let socket = async {
+        let bind: SocketAddr = if target.host.contains(':') {
+            "[::]:0".parse().ok()?
+        } else {
+            "0.0.0.0:0".parse().ok()?
+        };
+        let socket = UdpSocket::bind(bind).await.ok()?;
+        socket
+            .connect((target.host.as_ref(), target.port))
+            .await
+            .ok()?;
+        Some(socket)
+    };
+    let Some(socket) = socket.await else {
+        tracing::debug!(%flow, %target, "cannot reach UDP target");
+        let _ = commands.send(Command::Abort(flow)).await;
+        return;
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            chunk = from_node.recv() => match chunk {
+                Some(Chunk::Data(datagram)) => {
+                    let _ = socket.send(&datagram).await;
+                }
+                Some(Chunk::Fin) => {}
+                None => return,
+            },
+            received = socket.recv(&mut buf) => {
+                // A refused datagram (ICMP unreachable) is not the peer's error to see.
+                if let Ok(len) = received
+                    && commands.send(Command::Data(flow, Bytes::copy_from_slice(&buf[..len]))).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Asks for the largest socket buffers the system allows: a userspace tunnel loses
+/// datagrams to a full receive buffer long before the CPU is busy.
+fn tune_socket(socket: &UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let max = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(4 * 1024 * 1024)
+    };
+    if let Err(err) = sock.set_recv_buffer_size(max("/proc/sys/net/core/rmem_max")) {
+        tracing::debug!(%err, "cannot raise the receive buffer");
+    }
+    if let Err(err) = sock.set_send_buffer_size(max("/proc/sys/net/core/wmem_max")) {
+        tracing::debug!(%err, "cannot raise the send buffer");
+    }
+}

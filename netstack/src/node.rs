@@ -422,7 +422,7 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::UnknownFlow`] for a closed flow; [`Error::FlowNotOpen`] when the TCP
-    /// connection cannot send (not yet established, or already closing);
+    /// connection cannot send any more (closing);
     /// [`Error::DatagramTooLarge`] for a datagram over the tunnel MTU.
     pub fn send(&mut self, id: FlowId, data: &[u8], now: Instant) -> Result<usize, Error> {
         self.now = now;
@@ -432,6 +432,16 @@ impl Node {
         match &mut flow.kind {
             FlowKind::Tcp(tcp) => {
                 let socket = self.stack.tcp(tcp.handle);
+                // A target that speaks first (SSH, SMTP) may answer before the peer has
+                // finished its handshake: take nothing yet and report `Writable` later.
+                if matches!(
+                    socket.state(),
+                    tcp::State::SynReceived | tcp::State::SynSent
+                ) {
+                    tcp.want_writable = true;
+                    self.touch(id);
+                    return Ok(0);
+                }
                 let sent = socket.send_slice(data).map_err(|_| Error::FlowNotOpen)?;
                 if sent < data.len() {
                     tcp.want_writable = true;
@@ -849,7 +859,10 @@ impl Node {
             tcp.readable_sent = true;
             self.events.push_back(Event::Readable { flow: id });
         }
-        if tcp.want_writable && socket.send_queue() <= socket.send_capacity() / 2 {
+        if tcp.want_writable
+            && socket.may_send()
+            && socket.send_queue() <= socket.send_capacity() / 2
+        {
             tcp.want_writable = false;
             self.events.push_back(Event::Writable { flow: id });
         }

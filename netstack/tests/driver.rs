@@ -1,0 +1,244 @@
+//! The tokio driver with real sockets on loopback: a sharer node bridges tunnel flows to
+//! real TCP and UDP servers, a joiner node dials them as streams.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use common::{JOINER_IP, SHARER_IP, key, peer};
+use connect_netstack::driver::{DriverError, Netstack};
+use connect_netstack::{NodeConfig, Policy, Protocol, PublicKey, Route, Target};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+struct Servers {
+    echo: SocketAddr,
+    speaks_first: SocketAddr,
+    half_close: SocketAddr,
+    refused: SocketAddr,
+    udp_echo: SocketAddr,
+}
+
+async fn start_servers() -> Servers {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let banner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let banner_addr = banner.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = banner.accept().await {
+            let _ = stream.write_all(b"SSH-2.0-connect-test\r\n").await;
+        }
+    });
+    let half = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let half_addr = half.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = half.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                stream.read_to_end(&mut got).await.unwrap();
+                stream
+                    .write_all(format!("got {} bytes", got.len()).as_bytes())
+                    .await
+                    .unwrap();
+                stream.shutdown().await.unwrap();
+            });
+        }
+    });
+    // A port with nothing listening: bind, read the port, close.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, from)) = udp.recv_from(&mut buf).await {
+            buf[..len].reverse();
+            let _ = udp.send_to(&buf[..len], from).await;
+        }
+    });
+    Servers {
+        echo: echo_addr,
+        speaks_first: banner_addr,
+        half_close: half_addr,
+        refused,
+        udp_echo: udp_addr,
+    }
+}
+
+fn route(protocol: Protocol, port: u16, target: SocketAddr) -> Route {
+    Route {
+        protocol,
+        port,
+        target: Target::new(target.ip().to_string(), target.port()),
+    }
+}
+
+/// A sharer serving `servers` and a joiner that may dial it, both on loopback UDP.
+async fn pair() -> (Netstack, Netstack) {
+    let servers = start_servers().await;
+    let policy = Policy {
+        routes: vec![
+            route(Protocol::Tcp, 7, servers.echo),
+            route(Protocol::Tcp, 22, servers.speaks_first),
+            route(Protocol::Tcp, 80, servers.half_close),
+            route(Protocol::Tcp, 81, servers.refused),
+            route(Protocol::Udp, 53, servers.udp_echo),
+        ],
+        all_ports: None,
+    };
+    let mut sharer_config = NodeConfig::new(key(1));
+    sharer_config.addresses = vec![SHARER_IP];
+    let sharer =
+        Netstack::spawn(sharer_config, UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let mut joiner_config = NodeConfig::new(key(2));
+    joiner_config.addresses = vec![JOINER_IP];
+    let joiner =
+        Netstack::spawn(joiner_config, UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    sharer
+        .add_peer(peer(&key(2), JOINER_IP, None, policy))
+        .await
+        .unwrap();
+    joiner
+        .add_peer(peer(
+            &key(1),
+            SHARER_IP,
+            Some(sharer.local_addr()),
+            Policy::default(),
+        ))
+        .await
+        .unwrap();
+    (sharer, joiner)
+}
+
+fn at(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(SHARER_IP, port)
+}
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in 30 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_megabytes_echo_through_real_sockets() {
+    let (_sharer, joiner) = pair().await;
+    let stream = within("connect", joiner.connect_tcp(at(7))).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    const TOTAL: usize = 10 * 1024 * 1024;
+    let writing = tokio::spawn(async move {
+        let mut hash = Sha256::new();
+        let mut chunk = vec![0u8; 50_000];
+        let mut sent = 0;
+        while sent < TOTAL {
+            let len = chunk.len().min(TOTAL - sent);
+            common::pattern(sent, &mut chunk[..len]);
+            writer.write_all(&chunk[..len]).await.unwrap();
+            hash.update(&chunk[..len]);
+            sent += len;
+        }
+        writer.shutdown().await.unwrap();
+        hash.finalize()
+    });
+    let mut hash = Sha256::new();
+    let mut received = 0;
+    let mut buf = vec![0u8; 65536];
+    within("echo", async {
+        loop {
+            let n = reader.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            received += n;
+        }
+    })
+    .await;
+    assert_eq!(received, TOTAL);
+    assert_eq!(hash.finalize(), writing.await.unwrap());
+}
+
+#[tokio::test]
+async fn half_close_passes_both_ways() {
+    let (_sharer, joiner) = pair().await;
+    let mut stream = within("connect", joiner.connect_tcp(at(80))).await.unwrap();
+    stream.write_all(b"hello").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    within("answer", stream.read_to_string(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer, "got 5 bytes");
+}
+
+#[tokio::test]
+async fn a_target_that_speaks_first_is_heard() {
+    let (_sharer, joiner) = pair().await;
+    let mut stream = within("connect", joiner.connect_tcp(at(22))).await.unwrap();
+    let mut banner = [0u8; 22];
+    within("banner", stream.read_exact(&mut banner))
+        .await
+        .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-connect-test\r\n");
+}
+
+#[tokio::test]
+async fn refused_target_and_unexposed_port_are_refused() {
+    let (sharer, joiner) = pair().await;
+    let refused = within("connect", joiner.connect_tcp(at(81))).await;
+    assert!(matches!(refused, Err(DriverError::Refused)), "{refused:?}");
+    let unexposed = within("connect", joiner.connect_tcp(at(5432))).await;
+    assert!(
+        matches!(unexposed, Err(DriverError::Refused)),
+        "{unexposed:?}"
+    );
+    let stats = sharer.stats().await.unwrap();
+    assert_eq!(stats.stats.policy_refused, 1);
+    assert_eq!(stats.flows, 0);
+}
+
+#[tokio::test]
+async fn udp_round_trips_through_a_real_socket() {
+    let (_sharer, joiner) = pair().await;
+    let mut flow = joiner.open_udp(at(53)).await.unwrap();
+    for i in 0u32..20 {
+        flow.send(&i.to_be_bytes()).await.unwrap();
+        let answer = within("udp answer", flow.recv()).await.unwrap();
+        let mut expected = i.to_be_bytes();
+        expected.reverse();
+        assert_eq!(&answer[..], &expected);
+    }
+}
+
+#[tokio::test]
+async fn removing_the_peer_cuts_a_live_connection() {
+    let (sharer, joiner) = pair().await;
+    let mut stream = within("connect", joiner.connect_tcp(at(7))).await.unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    within("echo", stream.read_exact(&mut pong)).await.unwrap();
+    sharer.remove_peer(PublicKey::from(&key(2))).await.unwrap();
+    assert_eq!(sharer.stats().await.unwrap().flows, 0);
+    stream.write_all(b"ping").await.unwrap();
+    // No answer can come back now.
+    let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut pong)).await;
+    assert!(
+        read.is_err(),
+        "data arrived after the peer was removed: {read:?}"
+    );
+}
