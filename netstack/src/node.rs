@@ -76,8 +76,8 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults measured to fill a 1 Gbit/s path at 2 ms RTT per flow while letting
-    /// 10,000 idle flows fit in 1 GiB (buffers shrink as the cap nears).
+    /// Defaults: 512 KiB buffers fill 1 Gbit/s at 4 ms RTT per flow; the 1 GiB cap holds
+    /// over 10,000 flows because later flows get smaller buffers.
     pub fn new(private_key: StaticSecret) -> Self {
         Self {
             private_key,
@@ -587,19 +587,20 @@ impl Node {
         }
     }
 
-    /// The buffer size a new TCP flow gets: the configured one while the cap allows,
-    /// halved as it fills, never below [`MIN_TCP_BUFFER`].
+    /// The buffer size a new TCP flow gets: the configured one while less than a quarter
+    /// of the cap is in use, then a quarter, a sixteenth and a sixty-fourth of it (never
+    /// below [`MIN_TCP_BUFFER`]) as the cap fills. The first flows stay fast, and the
+    /// default 512 KiB and 1 GiB still hold over 10,000 flows before refusing any.
     fn tcp_buffer_for_new_flow(&self) -> Result<usize, Error> {
-        let mut size = self.config.tcp_buffer;
-        loop {
-            if self.reserve(2 * size + SOCKET_OVERHEAD).is_ok() {
-                return Ok(size);
-            }
-            if size / 2 < MIN_TCP_BUFFER {
-                return self.reserve(2 * size + SOCKET_OVERHEAD).map(|()| size);
-            }
-            size /= 2;
-        }
+        let quarter = (self.config.flow_memory_cap / 4).max(1);
+        let shift = match self.flows.memory / quarter {
+            0 => 0,
+            1 => 2,
+            2 => 4,
+            _ => 6,
+        };
+        let size = (self.config.tcp_buffer >> shift).max(MIN_TCP_BUFFER);
+        self.reserve(2 * size + SOCKET_OVERHEAD).map(|()| size)
     }
 
     fn insert_udp_flow(&mut self, peer: u32, inbound: FiveTuple) -> FlowId {

@@ -625,3 +625,56 @@ fn write_udp_packet(out: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4) {
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(payload);
 }
+
+#[test]
+fn the_flow_memory_cap_holds_under_ten_thousand_flows() {
+    const CAP: usize = 64 * MB;
+    let mut pair = Pair::with_config(LinkConfig::default(), |config| {
+        config.flow_memory_cap = CAP;
+    });
+    let mut opened = 0;
+    let mut refused = 0;
+    for _ in 0..10_000 {
+        match pair
+            .joiner
+            .node
+            .connect_tcp(sharer_socket(ECHO_PORT), pair.now)
+        {
+            Ok(_) => opened += 1,
+            Err(connect_netstack::Error::MemoryCap { used, cap }) => {
+                assert!(used <= cap);
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    let (flows, memory) = pair.joiner.node.flow_usage();
+    assert_eq!(flows, opened);
+    assert!(memory <= CAP, "{memory} > {CAP}");
+    // 16 full-size flows, then smaller buffers: about 800 fit in 64 MiB.
+    assert!(opened > 500, "only {opened} flows fit in 64 MiB");
+    assert!(refused > 0, "the cap never bit");
+    // The sharer, under the same cap, refuses what does not fit and stays within it.
+    pair.run(2_000);
+    pair.accept_all();
+    let (_, sharer_memory) = pair.sharer.node.flow_usage();
+    assert!(sharer_memory <= CAP);
+}
+
+#[test]
+fn an_idle_connection_survives_ten_quiet_minutes() {
+    let mut pair = Pair::new(LinkConfig::default());
+    let flows = established_echo(&mut pair);
+    let started = pair.now;
+    pair.drive_until(1_000_000, |p| p.now - started > Duration::from_secs(600));
+    assert!(
+        !pair
+            .joiner
+            .events
+            .iter()
+            .chain(pair.sharer.events.iter())
+            .any(|e| matches!(e, Event::Closed { .. })),
+        "idle flow closed"
+    );
+    exchange(&mut pair, flows, b"still open");
+}

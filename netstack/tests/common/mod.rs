@@ -122,6 +122,11 @@ pub fn peer(
 
 impl Pair {
     pub fn new(link: LinkConfig) -> Self {
+        Self::with_config(link, |_| {})
+    }
+
+    /// Like `new`, with `tweak` applied to both nodes' configuration.
+    pub fn with_config(link: LinkConfig, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -133,6 +138,7 @@ impl Pair {
 
         let mut sharer_config = NodeConfig::new(sharer_key.clone());
         sharer_config.addresses = vec![SHARER_IP];
+        tweak(&mut sharer_config);
         let mut sharer = Node::new(sharer_config, link.seed, now);
         // The sharer learns the joiner's endpoint from its first handshake.
         sharer
@@ -141,6 +147,7 @@ impl Pair {
 
         let mut joiner_config = NodeConfig::new(joiner_key);
         joiner_config.addresses = vec![JOINER_IP];
+        tweak(&mut joiner_config);
         let mut joiner = Node::new(joiner_config, link.seed + 1, now);
         joiner
             .add_peer(peer(
