@@ -33,7 +33,11 @@ fn ring_sealer() -> impl FnMut(&mut [u8]) {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&counter.to_le_bytes());
         let tag = key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), ring::aead::Aad::empty(), buf)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                buf,
+            )
             .unwrap();
         let _ = std::hint::black_box(tag);
     }
@@ -123,12 +127,14 @@ impl Bench {
             let now = Instant::now();
             let mut any = false;
             while let Some(t) = self.joiner.poll_transmit(&mut self.buf) {
-                self.sharer.handle_datagram(self.joiner_addr, &self.buf[..t.len], now);
+                self.sharer
+                    .handle_datagram(self.joiner_addr, &self.buf[..t.len], now);
                 any = true;
                 moved += 1;
             }
             while let Some(t) = self.sharer.poll_transmit(&mut self.buf) {
-                self.joiner.handle_datagram(self.sharer_addr, &self.buf[..t.len], now);
+                self.joiner
+                    .handle_datagram(self.sharer_addr, &self.buf[..t.len], now);
                 any = true;
                 moved += 1;
             }
@@ -159,7 +165,9 @@ impl Bench {
             self.pump();
             while let Some(event) = self.sharer.poll_event() {
                 if let Event::Accepted { flow, .. } = event {
-                    self.sharer.handle_flow_connected(flow, Instant::now()).unwrap();
+                    self.sharer
+                        .handle_flow_connected(flow, Instant::now())
+                        .unwrap();
                     served = Some(flow);
                 }
             }
@@ -234,9 +242,13 @@ fn benches(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(PACKET as u64));
     let mut packet = vec![0u8; PACKET];
     let mut ring = ring_sealer();
-    group.bench_function("ring_chacha20poly1305_1420B", |b| b.iter(|| ring(&mut packet)));
+    group.bench_function("ring_chacha20poly1305_1420B", |b| {
+        b.iter(|| ring(&mut packet))
+    });
     let mut bt = boringtun_sealer();
-    group.bench_function("boringtun_encapsulate_1420B", |b| b.iter(|| bt(&mut packet)));
+    group.bench_function("boringtun_encapsulate_1420B", |b| {
+        b.iter(|| bt(&mut packet))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("tcp");
@@ -245,7 +257,9 @@ fn benches(c: &mut Criterion) {
     group.sample_size(10);
     let mut bench = Bench::new(512 * 1024, 1 << 30);
     let flows = bench.open();
-    group.bench_function("serve_dial_bulk", |b| b.iter(|| bench.transfer(flows, BULK)));
+    group.bench_function("serve_dial_bulk", |b| {
+        b.iter(|| bench.transfer(flows, BULK))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("rtt");
@@ -314,7 +328,10 @@ fn summary() {
         "| TCP bulk, dial → serve, one flow, one core | {tcp:.2} Gbit/s | {ring:.2} Gbit/s (ring) | {:.0}% |",
         100.0 * tcp / ring
     );
-    println!("| 64 B request/response through both stacks | {:.1} µs | - | - |", rtt.as_secs_f64() * 1e6);
+    println!(
+        "| 64 B request/response through both stacks | {:.1} µs | - | - |",
+        rtt.as_secs_f64() * 1e6
+    );
     println!(
         "| memory per idle TCP flow, 10,000 flows (both ends in one process) | {:.1} KiB RSS, {:.0} KiB reserved per end | - | - |",
         grown as f64 / count as f64 / 1024.0,

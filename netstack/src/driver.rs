@@ -99,6 +99,29 @@ impl Netstack {
     /// # Errors
     /// When the socket's address cannot be read.
     pub fn spawn(config: NodeConfig, socket: UdpSocket) -> io::Result<Self> {
+        Self::start(config, socket, None)
+    }
+
+    /// Starts a node that also carries whole IP packets to and from a TUN device (the TUN
+    /// joiner): packets the device routes to a peer are sealed for it, and packets from
+    /// peers not addressed to the node's own stack are written to the device.
+    ///
+    /// # Errors
+    /// When the socket's address cannot be read.
+    pub fn spawn_with_tun(
+        mut config: NodeConfig,
+        socket: UdpSocket,
+        tun: tun_rs::AsyncDevice,
+    ) -> io::Result<Self> {
+        config.raw = true;
+        Self::start(config, socket, Some(tun))
+    }
+
+    fn start(
+        config: NodeConfig,
+        socket: UdpSocket,
+        tun: Option<tun_rs::AsyncDevice>,
+    ) -> io::Result<Self> {
         tune_socket(&socket);
         let local_addr = socket.local_addr()?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -109,6 +132,7 @@ impl Netstack {
             transmit_buf: vec![0; 65536],
             node,
             socket: Arc::new(socket),
+            tun,
             receiver,
             commands: commands.clone(),
             flows: HashMap::new(),
@@ -271,6 +295,7 @@ struct DialWaiter {
 struct Driver {
     node: Node,
     socket: Arc<UdpSocket>,
+    tun: Option<tun_rs::AsyncDevice>,
     receiver: mpsc::Receiver<Command>,
     commands: mpsc::Sender<Command>,
     flows: HashMap<FlowId, FlowIo>,
@@ -282,6 +307,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self) {
         let mut recv_buf = vec![0u8; 65536];
+        let mut tun_buf = vec![0u8; 65536];
         loop {
             self.drain_outputs().await;
             let deadline = self.node.poll_timeout();
@@ -320,6 +346,24 @@ impl Driver {
                         }
                     }
                 }
+                readable = tun_readable(self.tun.as_ref()) => {
+                    let Some(tun) = self.tun.as_ref() else { continue };
+                    if let Err(err) = readable {
+                        tracing::warn!(%err, "TUN device failed");
+                        break;
+                    }
+                    let now = Instant::now();
+                    for _ in 0..RECV_BATCH {
+                        match tun.try_recv(&mut tun_buf) {
+                            Ok(len) => self.node.handle_ip_packet(&tun_buf[..len], now),
+                            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(err) => {
+                                tracing::debug!(%err, "TUN receive error");
+                                break;
+                            }
+                        }
+                    }
+                }
                 () = sleep => self.node.handle_timeout(Instant::now()),
             }
         }
@@ -329,6 +373,13 @@ impl Driver {
     }
 
     async fn drain_outputs(&mut self) {
+        if let Some(tun) = self.tun.as_ref() {
+            while let Some(len) = self.node.poll_ip_packet(&mut self.transmit_buf) {
+                if let Err(err) = tun.send(&self.transmit_buf[..len]).await {
+                    tracing::debug!(%err, "TUN send failed");
+                }
+            }
+        }
         loop {
             while let Some(transmit) = self.node.poll_transmit(&mut self.transmit_buf) {
                 if let Err(err) = self
@@ -569,6 +620,13 @@ struct FlowEnds {
     from_node: mpsc::Receiver<Chunk>,
     credit: Arc<Notify>,
     cancel: CancellationToken,
+}
+
+async fn tun_readable(tun: Option<&tun_rs::AsyncDevice>) -> io::Result<()> {
+    match tun {
+        Some(tun) => tun.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn serve_tcp(target: Target, ends: FlowEnds) {

@@ -678,3 +678,51 @@ fn an_idle_connection_survives_ten_quiet_minutes() {
     );
     exchange(&mut pair, flows, b"still open");
 }
+
+#[test]
+fn raw_mode_carries_whole_ip_packets() {
+    // The joiner as a TUN joiner: no stack of its own, its "kernel" is this test.
+    let mut pair = Pair::with_config(LinkConfig::default(), |config| {
+        if config.addresses == [JOINER_IP] {
+            config.addresses.clear();
+            config.raw = true;
+        }
+    });
+    let mut packet = Vec::new();
+    write_udp_packet(
+        &mut packet,
+        SocketAddrV4::new(JOINER_IP, 5000),
+        SocketAddrV4::new(SHARER_IP, DNS_PORT),
+    );
+    pair.joiner.node.handle_ip_packet(&packet, pair.now);
+    let mut served = None;
+    let mut reply = vec![0u8; 2048];
+    let mut got = None;
+    pair.drive_until(10_000, |p| {
+        while let Some(event) = p.sharer.events.pop_front() {
+            if let Event::Accepted { flow, source, .. } = event {
+                assert_eq!(source, SocketAddrV4::new(JOINER_IP, 5000));
+                served = Some(flow);
+            }
+        }
+        if let Some(s) = served {
+            let mut buf = [0u8; 64];
+            if let Ok(Some(n)) = p.sharer.node.recv(s, &mut buf) {
+                assert_eq!(&buf[..n], b"spoof");
+                p.sharer.node.send(s, b"answer", p.now).unwrap();
+            }
+        }
+        if let Some(n) = p.joiner.node.poll_ip_packet(&mut reply) {
+            got = Some(reply[..n].to_vec());
+        }
+        got.is_some()
+    });
+    let got = got.unwrap();
+    // An IPv4/UDP packet from the shared machine's port 53 to the joiner's port 5000.
+    assert_eq!(got[9], 17);
+    assert_eq!(&got[12..16], &SHARER_IP.octets());
+    assert_eq!(&got[16..20], &JOINER_IP.octets());
+    assert_eq!(u16::from_be_bytes([got[20], got[21]]), DNS_PORT);
+    assert_eq!(u16::from_be_bytes([got[22], got[23]]), 5000);
+    assert_eq!(&got[28..], b"answer");
+}
