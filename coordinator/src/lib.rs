@@ -1,1 +1,94 @@
-//! placeholder
+//! `connect-coordinator`, the hub: enrollment, services and shares in a database, a
+//! stream of peer changes to each agent, and a UDP relay for WireGuard datagrams.
+//!
+//! [`app`] is the HTTP API as an axum router over [`AppState`]; [`run`] serves it with
+//! the expiry timer and the relay until a shutdown future completes. `main.rs` only
+//! parses the command line and reports errors.
+
+mod addresses;
+mod api;
+pub mod cli;
+mod error;
+mod keys;
+pub mod lifecycle;
+pub mod relay;
+mod serve;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use connect_api as wire;
+pub use keys::run_key_command;
+pub use serve::{ServeError, serve_main};
+pub use state::{AppState, Clock, Ids, Metrics, RandomIds, Settings, Subscribers, SystemClock};
+
+/// Request bodies above this are refused with 413: nothing in the API is larger.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The HTTP API.
+pub fn app(state: AppState) -> Router {
+    api::router()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(api::uniform_errors))
+        .with_state(state)
+}
+
+/// Builds the shared state; the relay's update receiver goes to [`run`].
+pub fn state(
+    store: store::Store,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+) -> (AppState, mpsc::Receiver<relay::RelayUpdate>) {
+    let (relay, updates) = mpsc::channel(4096);
+    let state = AppState {
+        store,
+        clock,
+        ids,
+        settings: Arc::new(settings),
+        subscribers: Arc::new(Subscribers::default()),
+        relay,
+        metrics: Arc::new(Metrics::default()),
+        expiry: Arc::new(Notify::new()),
+    };
+    (state, updates)
+}
+
+/// Serves the API on `listener` (plain HTTP, or TLS when `tls` is given), the relay on
+/// `udp` and the expiry timer, until `shutdown` completes.
+///
+/// # Errors
+/// When serving fails.
+pub async fn run(
+    listener: TcpListener,
+    udp: UdpSocket,
+    state: AppState,
+    updates: mpsc::Receiver<relay::RelayUpdate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cancel = CancellationToken::new();
+    let relay = tokio::spawn(relay::run(
+        udp,
+        state.store.clone(),
+        state.clock.clone(),
+        updates,
+        state.metrics.clone(),
+        cancel.clone(),
+    ));
+    let expiry = tokio::spawn(lifecycle::run_expiry(state.clone(), cancel.clone()));
+    let router = app(state);
+    let served = serve::serve_http(listener, router, tls, shutdown).await;
+    cancel.cancel();
+    let _ = relay.await;
+    let _ = expiry.await;
+    served
+}

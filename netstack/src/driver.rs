@@ -24,7 +24,7 @@ use crate::node::{Node, NodeConfig};
 use crate::policy::{Protocol, Target};
 use crate::stats::Stats;
 use crate::wg::{PeerConfig, PeerStats};
-use crate::{Error, PublicKey};
+use crate::{Error, PublicKey, relay};
 
 /// Bytes moved per chunk between a flow and the node: big enough that per-chunk costs
 /// vanish, small enough that a flow's chunk queue stays a few hundred KiB.
@@ -39,6 +39,32 @@ const COMMAND_QUEUE: usize = 1024;
 const RECV_BATCH: usize = 64;
 /// A real target that has not answered by then is reported as refused.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often an agent re-binds its relay slot: keeps NAT mappings open and binds fresh.
+const BIND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The hub relay this node can reach peers through (see [`crate::relay`]).
+#[derive(Clone)]
+pub struct RelayConfig {
+    pub addr: SocketAddr,
+    pub slot: u64,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("addr", &self.addr)
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RelayState {
+    config: RelayConfig,
+    observed: Option<SocketAddr>,
+    next_bind: Instant,
+}
 
 /// Why a driver call failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,10 +155,11 @@ impl Netstack {
         let tasks = TaskTracker::new();
         let node = Node::new(config, rand::random(), Instant::now());
         let driver = Driver {
-            transmit_buf: vec![0; 65536],
+            transmit_buf: vec![0; 65536 + relay::DATA_HEADER],
             node,
             socket: Arc::new(socket),
             tun,
+            relay: None,
             receiver,
             commands: commands.clone(),
             flows: HashMap::new(),
@@ -176,6 +203,14 @@ impl Netstack {
     /// As [`Node::remove_peer`], or [`DriverError::Stopped`].
     pub async fn remove_peer(&self, key: PublicKey) -> Result<(), DriverError> {
         Ok(self.call(|reply| Command::RemovePeer(key, reply)).await??)
+    }
+
+    /// Uses a hub relay from now on: binds the slot at once and every 15 s after.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] when the tunnel is gone.
+    pub async fn set_relay(&self, relay: RelayConfig) -> Result<(), DriverError> {
+        self.call(|reply| Command::SetRelay(relay, reply)).await
     }
 
     /// Starts the handshake with a peer now, so the first flow does not wait for it.
@@ -236,6 +271,8 @@ pub struct Snapshot {
     pub flows: usize,
     pub flow_memory: usize,
     pub peers: Vec<PeerStats>,
+    /// Our public address as the relay saw it, once it answered a bind.
+    pub relay_observed: Option<SocketAddr>,
 }
 
 enum Command {
@@ -251,6 +288,7 @@ enum Command {
         oneshot::Sender<Result<(FlowId, mpsc::Receiver<Chunk>), Error>>,
     ),
     Stats(oneshot::Sender<Snapshot>),
+    SetRelay(RelayConfig, oneshot::Sender<()>),
     /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
     Data(FlowId, Bytes),
     /// The real side finished sending.
@@ -296,6 +334,7 @@ struct Driver {
     node: Node,
     socket: Arc<UdpSocket>,
     tun: Option<tun_rs::AsyncDevice>,
+    relay: Option<RelayState>,
     receiver: mpsc::Receiver<Command>,
     commands: mpsc::Sender<Command>,
     flows: HashMap<FlowId, FlowIo>,
@@ -310,7 +349,13 @@ impl Driver {
         let mut tun_buf = vec![0u8; 65536];
         loop {
             self.drain_outputs().await;
-            let deadline = self.node.poll_timeout();
+            let deadline = [
+                self.node.poll_timeout(),
+                self.relay.as_ref().map(|r| r.next_bind),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -327,7 +372,7 @@ impl Driver {
                     let now = Instant::now();
                     for _ in 0..RECV_BATCH {
                         match self.socket.try_recv_from(&mut recv_buf) {
-                            Ok((len, from)) => self.node.handle_datagram(from, &recv_buf[..len], now),
+                            Ok((len, from)) => self.handle_datagram(from, &recv_buf[..len], now),
                             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP errors from a peer that went away surface here; they
                             // say nothing WireGuard's timers will not find out.
@@ -364,7 +409,11 @@ impl Driver {
                         }
                     }
                 }
-                () = sleep => self.node.handle_timeout(Instant::now()),
+                () = sleep => {
+                    let now = Instant::now();
+                    self.node.handle_timeout(now);
+                    self.bind_relay(now).await;
+                }
             }
         }
         for (_, flow) in self.flows.drain() {
@@ -381,19 +430,66 @@ impl Driver {
             }
         }
         loop {
-            while let Some(transmit) = self.node.poll_transmit(&mut self.transmit_buf) {
-                if let Err(err) = self
-                    .socket
-                    .send_to(&self.transmit_buf[..transmit.len], transmit.dst)
-                    .await
-                {
-                    tracing::debug!(%err, dst = %transmit.dst, "udp send failed");
+            // Sealed datagrams land after room for a relay header, so relaying copies nothing.
+            while let Some(transmit) = self
+                .node
+                .poll_transmit(&mut self.transmit_buf[relay::DATA_HEADER..])
+            {
+                let end = relay::DATA_HEADER + transmit.len;
+                let (bytes, dst) = match relay::slot_of(transmit.dst) {
+                    None => (&self.transmit_buf[relay::DATA_HEADER..end], transmit.dst),
+                    Some(slot) => {
+                        let Some(relay) = self.relay.as_ref() else {
+                            continue;
+                        };
+                        relay::write_data_header(&mut self.transmit_buf, slot);
+                        (&self.transmit_buf[..end], relay.config.addr)
+                    }
+                };
+                if let Err(err) = self.socket.send_to(bytes, dst).await {
+                    tracing::debug!(%err, %dst, "udp send failed");
                 }
             }
             let Some(event) = self.node.poll_event() else {
                 break;
             };
             self.handle_event(event);
+        }
+    }
+
+    /// A datagram from the socket: relay frames are unwrapped, the rest is WireGuard.
+    fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        let Some(relay) = self.relay.as_mut().filter(|r| r.config.addr == from) else {
+            self.node.handle_datagram(from, datagram, now);
+            return;
+        };
+        match relay::parse(datagram) {
+            Some(relay::Frame::Data { slot, payload }) => {
+                self.node
+                    .handle_datagram(relay::synthetic_endpoint(slot), payload, now);
+            }
+            Some(relay::Frame::BindAck { observed, .. }) => {
+                if relay.observed != Some(observed) {
+                    tracing::info!(%observed, "relay sees us at");
+                }
+                relay.observed = Some(observed);
+            }
+            Some(relay::Frame::Bind { .. }) | None => {}
+        }
+    }
+
+    async fn bind_relay(&mut self, now: Instant) {
+        let Some(relay) = self.relay.as_mut().filter(|r| r.next_bind <= now) else {
+            return;
+        };
+        relay.next_bind = now + BIND_INTERVAL;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let bind = relay::write_bind(&relay.config.key, relay.config.slot, unix_ms);
+        let addr = relay.config.addr;
+        if let Err(err) = self.socket.send_to(&bind, addr).await {
+            tracing::debug!(%err, %addr, "relay bind failed");
         }
     }
 
@@ -441,7 +537,16 @@ impl Driver {
                     flows,
                     flow_memory,
                     peers: self.node.peers(),
+                    relay_observed: self.relay.as_ref().and_then(|r| r.observed),
                 });
+            }
+            Command::SetRelay(config, reply) => {
+                self.relay = Some(RelayState {
+                    config,
+                    observed: None,
+                    next_bind: now,
+                });
+                let _ = reply.send(());
             }
             Command::Data(flow, bytes) => {
                 if let Some(io) = self.flows.get_mut(&flow) {

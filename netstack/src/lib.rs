@@ -13,6 +13,7 @@ mod flow;
 mod node;
 mod packet;
 mod policy;
+pub mod relay;
 mod stack;
 mod stats;
 mod wg;

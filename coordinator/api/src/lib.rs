@@ -1,1 +1,377 @@
-//! placeholder
+//! The wire types of the hub's HTTP API, shared by the agent (`connect`) and the hub
+//! (`connect-coordinator`) so neither side can drift from the other.
+//!
+//! Only data shapes live here: no HTTP client or server, no storage. Responses never deny
+//! unknown fields and new fields get `#[serde(default)]`, so an older agent keeps working
+//! against a newer hub.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub const API_VERSION: &str = "v1";
+
+/// Route paths, with axum's `{param}` syntax.
+pub mod routes {
+    pub const HEALTHZ: &str = "/healthz";
+    pub const METRICS: &str = "/metrics";
+    pub const AGENTS: &str = "/v1/agents";
+    pub const ME: &str = "/v1/agents/me";
+    pub const SERVICES: &str = "/v1/services";
+    pub const SERVICE: &str = "/v1/services/{name}";
+    pub const SHARES: &str = "/v1/shares";
+    pub const SHARE: &str = "/v1/shares/{lookup}";
+    pub const SHARE_REVOKE: &str = "/v1/shares/{lookup}/revoke";
+    pub const JOIN: &str = "/v1/join";
+    pub const STREAM: &str = "/v1/stream";
+}
+
+/// A WireGuard public key, base64 on the wire like `wg` prints it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WireKey(pub [u8; 32]);
+
+impl WireKey {
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for WireKey {
+    /// Public keys are not secret, but a short form keeps logs readable.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WireKey({}…)", &self.to_base64()[..8])
+    }
+}
+
+impl fmt::Display for WireKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+impl Serialize for WireKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base64())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::from_base64(&text).ok_or_else(|| serde::de::Error::custom("not a base64 32-byte key"))
+    }
+}
+
+/// A bearer token. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One exposed service and, in a share, one route: `port` on the shared machine's
+/// tunnel address goes to `target` (`HOST:PORT`) as the sharing machine reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub name: String,
+    pub target: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl fmt::Display for ShareState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShareState::Active => "active",
+            ShareState::Expired => "expired",
+            ShareState::Revoked => "revoked",
+        })
+    }
+}
+
+/// The one error body of every failed request: `{"error": {"code", "message", "hint"?}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `not_found`, `invalid_request`, …
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub public_key: WireKey,
+    #[serde(default)]
+    pub auth_key: Option<String>,
+    /// A guest may only join shares; it needs no enrollment key.
+    #[serde(default)]
+    pub guest: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub agent_id: String,
+    pub token: Token,
+    /// This agent's slot on the hub's UDP relay.
+    pub relay_id: u64,
+    /// Where the relay listens, as agents should dial it (`HOST:PORT`).
+    pub relay: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub agent_id: String,
+    pub name: String,
+    pub relay_id: u64,
+    pub relay: String,
+    #[serde(default)]
+    pub guest: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateShareRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// HKDF of the share code; the hub never sees the code.
+    pub lookup: String,
+    pub expires_in_secs: u64,
+    /// The sharer's own snapshot of what it serves.
+    pub routes: Vec<Route>,
+    /// `--all-ports`: every port of this host.
+    #[serde(default)]
+    pub all_ports: Option<String>,
+    /// Port of the HTTP service for the public URL, `None` for `--disable-http`.
+    #[serde(default)]
+    pub http_port: Option<u16>,
+    /// MAC of the sharer's WireGuard key under the code, checked by joiners.
+    pub key_mac: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Share {
+    pub lookup: String,
+    pub name: String,
+    pub public_name: String,
+    pub url: Option<String>,
+    pub machine_ip: Ipv4Addr,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub state: ShareState,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub all_ports: Option<String>,
+    #[serde(default)]
+    pub joined: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareList {
+    pub shares: Vec<Share>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRecord {
+    pub agent: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpLogEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub bytes: u64,
+    pub client: String,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareInfo {
+    #[serde(flatten)]
+    pub share: Share,
+    pub joins: Vec<JoinRecord>,
+    #[serde(default)]
+    pub http_log: Vec<HttpLogEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub lookup: String,
+    /// MAC of the joiner's WireGuard key under the code, checked by the sharer.
+    pub key_mac: String,
+}
+
+/// Everything a joiner needs to reach the shared machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub name: String,
+    pub machine_ip: Ipv4Addr,
+    pub joiner_ip: Ipv4Addr,
+    pub sharer_public_key: WireKey,
+    pub sharer_key_mac: String,
+    pub sharer_relay_id: u64,
+    /// The relay of the sharer's home hub.
+    pub relay: String,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub all_ports: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A joiner as the sharer must configure it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedPeer {
+    pub lookup: String,
+    pub public_key: WireKey,
+    pub key_mac: String,
+    pub allowed_ip: Ipv4Addr,
+    pub relay_id: u64,
+    pub agent: String,
+}
+
+/// What the hub pushes on an agent's stream (server-sent events, one JSON per event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The full set of live joiners of this agent's shares, sent first on every
+    /// (re)connect so a restarted agent or hub converges.
+    Snapshot { peers: Vec<JoinedPeer> },
+    /// A joiner arrived on one of this agent's shares.
+    PeerJoined { peer: JoinedPeer },
+    /// A share this agent shares or joined ended; drop its peers.
+    ShareEnded { lookup: String, state: ShareState },
+}
+
+/// Parses the contract's `DUR`: a whole number and a unit `s`, `m`, `h` or `d` (`90s`,
+/// `30m`, `4h`, `7d`). Anything else, zero included, is `None`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let secs_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let number = &text[..text.len() - 1];
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = number.parse().ok()?;
+    if n == 0 {
+        return None;
+    }
+    n.checked_mul(secs_per).map(std::time::Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_the_contract() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        for bad in [
+            "2weeks",
+            "",
+            "h",
+            "0h",
+            "-1h",
+            "1.5h",
+            "1 h",
+            "99999999999999999999d",
+            "1w",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_as_base64_and_refuse_garbage() {
+        let key = WireKey([7; 32]);
+        let json = serde_json::to_string(&key).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<WireKey>(&json).ok(), Some(key));
+        assert!(serde_json::from_str::<WireKey>("\"AAAA\"").is_err());
+    }
+
+    #[test]
+    fn stream_events_are_tagged() {
+        let event = StreamEvent::ShareEnded {
+            lookup: "ab".into(),
+            state: ShareState::Revoked,
+        };
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"type":"share_ended","lookup":"ab","state":"revoked"}"#
+        );
+    }
+
+    #[test]
+    fn tokens_do_not_leak_through_debug() {
+        assert_eq!(format!("{:?}", Token("secret".into())), "Token(…)");
+    }
+}

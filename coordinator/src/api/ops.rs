@@ -1,0 +1,88 @@
+//! `/healthz` and `/metrics` (Prometheus text).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// 200 when the hub can serve: the database answers.
+pub async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .agent_count()
+        .await
+        .map_err(|_| ApiError::Unavailable("database unreachable"))?;
+    Ok("ok\n")
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    line(
+        "connect_active_shares",
+        "gauge",
+        "Shares that can be joined now.",
+        state.store.active_share_count().await?.unsigned_abs(),
+    );
+    line(
+        "connect_agents",
+        "gauge",
+        "Registered agents.",
+        state.store.agent_count().await?.unsigned_abs(),
+    );
+    let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    line(
+        "connect_shares_created_total",
+        "counter",
+        "Shares created.",
+        counter(&m.shares_created),
+    );
+    line(
+        "connect_joins_total",
+        "counter",
+        "Successful joins.",
+        counter(&m.joins),
+    );
+    line(
+        "connect_relay_packets_total",
+        "counter",
+        "Datagrams relayed.",
+        counter(&m.relay_packets),
+    );
+    line(
+        "connect_relay_bytes_total",
+        "counter",
+        "Bytes relayed.",
+        counter(&m.relay_bytes),
+    );
+    line(
+        "connect_relay_dropped_total",
+        "counter",
+        "Datagrams the relay refused.",
+        counter(&m.relay_dropped),
+    );
+    line(
+        "connect_proxy_requests_total",
+        "counter",
+        "Public HTTP requests proxied.",
+        counter(&m.proxy_requests),
+    );
+    line(
+        "connect_errors_total",
+        "counter",
+        "API requests that failed.",
+        counter(&m.errors),
+    );
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}

@@ -1,0 +1,82 @@
+//! The command line of `connect-coordinator`: serve (the default) and `key …`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "connect-coordinator", version, about = "The connect hub")]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// State directory (SQLite inside).
+    #[arg(
+        long,
+        global = true,
+        default_value = "./connect-data",
+        env = "CONNECT_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// sqlite://… (default) or postgres://… (several coordinators share one).
+    #[arg(long, global = true, env = "CONNECT_DATABASE")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP: API, dashboard and public HTTP shares.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// UDP: WireGuard relay and endpoint discovery (default: same as --listen).
+    #[arg(long)]
+    pub udp: Option<SocketAddr>,
+    /// Public share URLs are http(s)://NAME.DOMAIN.
+    #[arg(long, default_value = "share.localhost")]
+    pub domain: String,
+    /// How agents reach this hub, if not --listen.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Let any agent register without an enrollment key.
+    #[arg(long)]
+    pub open_registration: bool,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrollment keys that let agents register.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a new enrollment key.
+    Create {
+        /// Usable by any number of agents (default: one).
+        #[arg(long)]
+        reusable: bool,
+        /// Lifetime, e.g. 7d (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (ids only; keys are stored as hashes).
+    List,
+    /// Revoke a key, by the key or its id.
+    Revoke { key: String },
+}

@@ -1,0 +1,83 @@
+//! `connect-coordinator`: parses the command line, runs, and reports failure as one
+//! `[x] ` line with exit code 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use connect_coordinator::cli::{Cli, Command};
+use connect_coordinator::store::Store;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return connect_coordinator_usage(err),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("[x] cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Key(command)) => {
+                let store =
+                    match Store::open(cli.store.database.as_deref(), &cli.store.data_dir).await {
+                        Ok(store) => store,
+                        Err(err) => {
+                            eprintln!("[x] {err}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                let now_ms =
+                    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                match connect_coordinator::run_key_command(&store, command, now_ms).await {
+                    Ok(out) => {
+                        println!("{out}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(message) => {
+                        eprintln!("[x] {message}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            None => match connect_coordinator::serve_main(cli).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("[x] {err}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+/// Help and version go to stdout with 0; any usage error is one `[x] ` line and 1.
+fn connect_coordinator_usage(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = err.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("[x] {first}");
+    eprintln!("    Run connect-coordinator --help for usage.");
+    ExitCode::FAILURE
+}

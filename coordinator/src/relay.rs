@@ -1,0 +1,283 @@
+//! The UDP relay: forwards sealed WireGuard datagrams between agents that have a live
+//! join, tells agents their observed address, and drops everything else.
+//!
+//! `RelayTable` is the pure part (slots, allowed pairs, per-source rate limits); `run`
+//! is the small driver around one socket. See `connect_netstack::relay` for the format.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use connect_netstack::relay::{self, Frame};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Clock, Metrics};
+use crate::store::Store;
+
+/// Datagrams one source address may send per second before the excess is dropped.
+/// 100,000 × 1.4 KB ≈ 1.1 Gbit/s: a busy tunnel fits, a flood does not.
+const PER_SOURCE_PER_SECOND: u32 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayUpdate {
+    /// A join between the sharer's slot and the joiner's slot went live.
+    Allow(u64, u64),
+    /// That join's share ended.
+    Disallow(u64, u64),
+}
+
+struct Slot {
+    key: [u8; 32],
+    addr: Option<SocketAddr>,
+}
+
+/// What to do with a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewrite the slot (bytes 4..12) to `source` and send the datagram to `to`.
+    Forward {
+        to: SocketAddr,
+        source: u64,
+    },
+    /// Send this reply to the datagram's sender.
+    Reply(Vec<u8>),
+    /// A bind for a slot whose key is not loaded yet.
+    NeedKey(u64),
+    Drop(&'static str),
+}
+
+#[derive(Default)]
+pub struct RelayTable {
+    slots: HashMap<u64, Slot>,
+    by_addr: HashMap<SocketAddr, u64>,
+    /// Live joins per (lower slot, higher slot); a count, since one pair can share twice.
+    pairs: HashMap<(u64, u64), u32>,
+    rate: HashMap<IpAddr, (u64, u32)>,
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+impl RelayTable {
+    pub fn apply(&mut self, update: RelayUpdate) {
+        match update {
+            RelayUpdate::Allow(a, b) => *self.pairs.entry(pair(a, b)).or_default() += 1,
+            RelayUpdate::Disallow(a, b) => {
+                if let Some(count) = self.pairs.get_mut(&pair(a, b)) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pairs.remove(&pair(a, b));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn add_key(&mut self, slot: u64, key: [u8; 32]) {
+        self.slots.entry(slot).or_insert(Slot { key, addr: None });
+    }
+
+    fn allowed(&mut self, from: IpAddr, now_ms: u64) -> bool {
+        let second = now_ms / 1000;
+        if self.rate.len() > 100_000 {
+            // Forget old windows rather than grow without bound under a spoofed flood.
+            self.rate.retain(|_, (s, _)| *s == second);
+        }
+        let entry = self.rate.entry(from).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= PER_SOURCE_PER_SECOND
+    }
+
+    pub fn handle(&mut self, from: SocketAddr, datagram: &[u8], now_ms: u64) -> Verdict {
+        if !self.allowed(from.ip(), now_ms) {
+            return Verdict::Drop("rate limited");
+        }
+        match relay::parse(datagram) {
+            Some(Frame::Data { slot: to, .. }) => {
+                let Some(&source) = self.by_addr.get(&from) else {
+                    return Verdict::Drop("data from an unbound address");
+                };
+                if !self.pairs.contains_key(&pair(source, to)) {
+                    return Verdict::Drop("no live join between these agents");
+                }
+                match self.slots.get(&to).and_then(|s| s.addr) {
+                    Some(addr) => Verdict::Forward { to: addr, source },
+                    None => Verdict::Drop("destination has not bound its slot"),
+                }
+            }
+            Some(Frame::Bind { id, unix_ms, mac }) => {
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return Verdict::NeedKey(id);
+                };
+                if !relay::verify_bind(&slot.key, id, unix_ms, &mac, now_ms) {
+                    return Verdict::Drop("bad or stale bind");
+                }
+                if let Some(old) = slot.addr.replace(from)
+                    && old != from
+                {
+                    self.by_addr.remove(&old);
+                }
+                self.by_addr.insert(from, id);
+                Verdict::Reply(relay::write_bind_ack(id, from))
+            }
+            Some(Frame::BindAck { .. }) | None => Verdict::Drop("not a relay frame"),
+        }
+    }
+}
+
+fn parse_key(hex: &str) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Serves the relay on `socket` until cancelled.
+pub async fn run(
+    socket: UdpSocket,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mut updates: mpsc::Receiver<RelayUpdate>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut table = RelayTable::default();
+    match store.live_relay_pairs().await {
+        Ok(pairs) => {
+            for (a, b) in pairs {
+                table.apply(RelayUpdate::Allow(a, b));
+            }
+        }
+        Err(err) => tracing::error!(%err, "cannot load live joins for the relay"),
+    }
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            update = updates.recv() => match update {
+                Some(update) => table.apply(update),
+                None => return,
+            },
+            received = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = received else { continue };
+                let now_ms = u64::try_from(clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                let mut verdict = table.handle(from, &buf[..len], now_ms);
+                if let Verdict::NeedKey(slot) = verdict {
+                    match store.agent_by_relay_id(slot).await {
+                        Ok(Some(agent)) => {
+                            if let Some(key) = parse_key(&agent.relay_key) {
+                                table.add_key(slot, key);
+                            }
+                            verdict = table.handle(from, &buf[..len], now_ms);
+                        }
+                        Ok(None) => verdict = Verdict::Drop("unknown slot"),
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot look up relay slot");
+                            verdict = Verdict::Drop("store unavailable");
+                        }
+                    }
+                }
+                match verdict {
+                    Verdict::Forward { to, source } => {
+                        relay::write_data_header(&mut buf[..len], source);
+                        Metrics::add(&metrics.relay_packets, 1);
+                        Metrics::add(&metrics.relay_bytes, len as u64);
+                        let _ = socket.send_to(&buf[..len], to).await;
+                    }
+                    Verdict::Reply(reply) => {
+                        let _ = socket.send_to(&reply, from).await;
+                    }
+                    Verdict::NeedKey(_) | Verdict::Drop(_) => {
+                        Metrics::add(&metrics.relay_dropped, 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    fn data(to: u64) -> Vec<u8> {
+        let mut frame = vec![0u8; relay::DATA_HEADER + 4];
+        relay::write_data_header(&mut frame, to);
+        frame
+    }
+
+    #[test]
+    fn forwards_only_between_bound_agents_with_a_live_join() {
+        let mut table = RelayTable::default();
+        let (ka, kb) = (relay::relay_key("a"), relay::relay_key("b"));
+        let (a, b) = (addr("198.51.100.1:1000"), addr("203.0.113.2:2000"));
+        assert_eq!(
+            table.handle(a, &relay::write_bind(&ka, 1, 5000), 5000),
+            Verdict::NeedKey(1)
+        );
+        table.add_key(1, ka);
+        table.add_key(2, kb);
+        assert!(matches!(
+            table.handle(a, &relay::write_bind(&ka, 1, 5000), 5000),
+            Verdict::Reply(_)
+        ));
+        // A bind with the wrong key does not move slot 2 to the attacker.
+        assert!(matches!(
+            table.handle(a, &relay::write_bind(&ka, 2, 5000), 5000),
+            Verdict::Drop(_)
+        ));
+        assert!(matches!(
+            table.handle(b, &relay::write_bind(&kb, 2, 5000), 5000),
+            Verdict::Reply(_)
+        ));
+        assert!(
+            matches!(table.handle(a, &data(2), 5000), Verdict::Drop(_)),
+            "strangers relayed"
+        );
+        table.apply(RelayUpdate::Allow(2, 1));
+        assert_eq!(
+            table.handle(a, &data(2), 5000),
+            Verdict::Forward { to: b, source: 1 }
+        );
+        assert_eq!(
+            table.handle(b, &data(1), 5000),
+            Verdict::Forward { to: a, source: 2 }
+        );
+        table.apply(RelayUpdate::Disallow(1, 2));
+        assert!(matches!(table.handle(a, &data(2), 5000), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn garbage_is_dropped() {
+        let mut table = RelayTable::default();
+        let from = addr("192.0.2.1:9");
+        let mut seed = 1u64;
+        for len in 0..2000 {
+            let bytes: Vec<u8> = (0..len % 100)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            assert!(matches!(
+                table.handle(from, &bytes, 1),
+                Verdict::Drop(_) | Verdict::NeedKey(_)
+            ));
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The `agents` table: registered agents, their token hashes and relay slots.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, flag};
+
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub public_key: String,
+    pub relay_key: String,
+    pub relay_id: u64,
+    pub guest: bool,
+}
+
+impl AgentRow {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            public_key: row.try_get("public_key")?,
+            relay_key: row.try_get("relay_key")?,
+            relay_id: row.try_get::<i64, _>("relay_id")?.unsigned_abs(),
+            guest: row.try_get::<i64, _>("guest")? != 0,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, name, public_key, relay_key, relay_id, guest";
+
+impl Store {
+    pub async fn insert_agent(
+        &self,
+        agent: &AgentRow,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agents (id, name, public_key, token_hash, relay_key, relay_id, guest, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&agent.id)
+        .bind(&agent.name)
+        .bind(&agent.public_key)
+        .bind(token_hash)
+        .bind(&agent.relay_key)
+        .bind(agent.relay_id as i64)
+        .bind(flag(agent.guest))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn agent_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agents WHERE token_hash = $1"
+        )))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(AgentRow::from_row).transpose()
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agents WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(AgentRow::from_row).transpose()
+    }
+
+    pub async fn agent_by_relay_id(&self, relay_id: u64) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM agents WHERE relay_id = $1"
+        )))
+        .bind(relay_id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(AgentRow::from_row).transpose()
+    }
+
+    pub async fn agent_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM agents")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}

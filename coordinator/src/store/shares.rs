@@ -1,0 +1,257 @@
+//! The `shares` table: shares, their routes snapshot, address block and lifecycle.
+
+use connect_api::{Route, ShareState};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+/// Address blocks in 172.16.0.0/12: one /24 per live share.
+pub const BLOCKS: u32 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct ShareRow {
+    pub lookup: String,
+    pub agent_id: String,
+    pub name: String,
+    pub public_name: String,
+    pub block: u32,
+    pub routes: Vec<Route>,
+    pub all_ports: Option<String>,
+    pub http_port: Option<u16>,
+    pub key_mac: String,
+    pub state: ShareState,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A share to create; the block is chosen by the store.
+#[derive(Debug, Clone)]
+pub struct NewShare {
+    pub lookup: String,
+    pub agent_id: String,
+    pub name: String,
+    pub public_name: String,
+    pub routes: Vec<Route>,
+    pub all_ports: Option<String>,
+    pub http_port: Option<u16>,
+    pub key_mac: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateShareError {
+    #[error("a share with this code already exists")]
+    DuplicateCode,
+    #[error("the public name is taken")]
+    NameTaken,
+    #[error("every address block is in use by a live share")]
+    NoBlock,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn state_from(text: &str) -> ShareState {
+    match text {
+        "active" => ShareState::Active,
+        "expired" => ShareState::Expired,
+        _ => ShareState::Revoked,
+    }
+}
+
+impl ShareRow {
+    fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let routes: String = row.try_get("routes")?;
+        Ok(Self {
+            lookup: row.try_get("lookup")?,
+            agent_id: row.try_get("agent_id")?,
+            name: row.try_get("name")?,
+            public_name: row.try_get("public_name")?,
+            block: u32::try_from(row.try_get::<i64, _>("block")?)
+                .map_err(|_| StoreError::Corrupt("address block out of range".into()))?,
+            routes: serde_json::from_str(&routes)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+            all_ports: row.try_get("all_ports")?,
+            http_port: row
+                .try_get::<Option<i64>, _>("http_port")?
+                .and_then(|p| u16::try_from(p).ok()),
+            key_mac: row.try_get("key_mac")?,
+            state: state_from(&row.try_get::<String, _>("state")?),
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+
+    /// The state as of `now_ms`: an active share past its deadline is expired even if
+    /// the timer has not run yet.
+    pub fn state_at(&self, now_ms: i64) -> ShareState {
+        if self.state == ShareState::Active && self.expires_at <= now_ms {
+            ShareState::Expired
+        } else {
+            self.state
+        }
+    }
+}
+
+const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, key_mac, \
+                       state, created_at, expires_at";
+
+fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
+    if let sqlx::Error::Database(db) = err
+        && db.is_unique_violation()
+    {
+        return Some(db.message().to_owned());
+    }
+    None
+}
+
+impl Store {
+    /// Inserts a share in the lowest address block no live share holds. Several hubs may
+    /// race for a block: the partial unique index decides and the loser tries the next.
+    pub async fn insert_share(&self, share: &NewShare) -> Result<ShareRow, CreateShareError> {
+        let routes = serde_json::to_string(&share.routes)
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        for _ in 0..8 {
+            let taken: Vec<i64> =
+                sqlx::query("SELECT block FROM shares WHERE state = 'active' ORDER BY block")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::from)?
+                    .iter()
+                    .map(|row| row.try_get("block"))
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::from)?;
+            let mut block = 0i64;
+            for used in taken {
+                if used == block {
+                    block += 1;
+                } else if used > block {
+                    break;
+                }
+            }
+            if block >= i64::from(BLOCKS) {
+                return Err(CreateShareError::NoBlock);
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
+                 key_mac, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11)",
+            )
+            .bind(&share.lookup)
+            .bind(&share.agent_id)
+            .bind(&share.name)
+            .bind(&share.public_name)
+            .bind(block)
+            .bind(&routes)
+            .bind(share.all_ports.clone())
+            .bind(share.http_port.map(i64::from))
+            .bind(&share.key_mac)
+            .bind(share.created_at)
+            .bind(share.expires_at)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    return self.share(&share.lookup).await?.ok_or_else(|| {
+                        StoreError::Corrupt("share vanished after insert".into()).into()
+                    });
+                }
+                Err(err) => match is_unique_violation(&err) {
+                    Some(message) if message.contains("public_name") => {
+                        return Err(CreateShareError::NameTaken);
+                    }
+                    Some(message)
+                        if message.contains("block") || message.contains("shares_live_block") =>
+                    {
+                        continue;
+                    }
+                    Some(_) => return Err(CreateShareError::DuplicateCode),
+                    None => return Err(StoreError::from(err).into()),
+                },
+            }
+        }
+        Err(CreateShareError::NoBlock)
+    }
+
+    pub async fn share(&self, lookup: &str) -> Result<Option<ShareRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM shares WHERE lookup = $1"
+        )))
+        .bind(lookup)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ShareRow::from_row).transpose()
+    }
+
+    pub async fn share_by_public_name(
+        &self,
+        public_name: &str,
+    ) -> Result<Option<ShareRow>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM shares WHERE public_name = $1"
+        )))
+        .bind(public_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ShareRow::from_row).transpose()
+    }
+
+    pub async fn shares_of(&self, agent_id: &str) -> Result<Vec<ShareRow>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM shares WHERE agent_id = $1 ORDER BY created_at DESC"
+        )))
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(ShareRow::from_row)
+        .collect()
+    }
+
+    /// Ends an active share. Returns false if it was not active (already ended).
+    pub async fn end_share(
+        &self,
+        lookup: &str,
+        state: ShareState,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE shares SET state = $1, ended_at = $2 WHERE lookup = $3 AND state = 'active'",
+        )
+        .bind(state.to_string())
+        .bind(now_ms)
+        .bind(lookup)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Active shares whose deadline has passed.
+    pub async fn due_shares(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        sqlx::query("SELECT lookup FROM shares WHERE state = 'active' AND expires_at <= $1")
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get("lookup")?))
+            .collect()
+    }
+
+    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query("SELECT MIN(expires_at) AS at FROM shares WHERE state = 'active'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("at")?,
+        )
+    }
+
+    pub async fn active_share_count(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM shares WHERE state = 'active'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+}

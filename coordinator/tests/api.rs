@@ -1,0 +1,434 @@
+//! The hub's HTTP API through `app(state).oneshot(..)`, against SQLite in a temp dir and,
+//! when `CONNECT_TEST_POSTGRES` names a server (scripts/test.sh starts one), against a
+//! fresh PostgreSQL database per test.
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use connect_coordinator::store::Store;
+use connect_coordinator::wire::*;
+use connect_coordinator::{AppState, RandomIds, Settings, SystemClock, app};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Hub {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn store(dir: &std::path::Path) -> Store {
+    let postgres = BACKEND.try_with(|backend| *backend == "postgres").unwrap_or(false);
+    match std::env::var("CONNECT_TEST_POSTGRES") {
+        Ok(url) if postgres => {
+            // A database of its own per test, so tests run in parallel on one server.
+            sqlx::any::install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&url).await.unwrap();
+            let name = format!("connect_test_{:016x}", rand_u64());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+            Store::open(Some(&format!("{base}/{name}")), dir).await.unwrap()
+        }
+        _ => Store::open(None, dir).await.unwrap(),
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}
+
+impl Hub {
+    async fn new(open_registration: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let settings = Settings {
+            domain: "share.localhost".into(),
+            public_url: "http://hub.test:7070".into(),
+            relay: "hub.test:7070".into(),
+            open_registration,
+        };
+        let (state, _updates) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+        // The relay is not under test here; keep its channel from filling.
+        tokio::spawn(async move {
+            let mut updates = _updates;
+            while updates.recv().await.is_some() {}
+        });
+        Self { state, _dir: dir }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut request = request.body(body).unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo("198.51.100.23:50000".parse::<SocketAddr>().unwrap()));
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn register(&self, name: &str, extra: Value) -> (StatusCode, Value) {
+        let mut body = json!({"name": name, "public_key": WireKey([name.len() as u8; 32]).to_base64()});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.call(Method::POST, routes::AGENTS, None, Some(body)).await
+    }
+
+    async fn agent(&self, name: &str) -> String {
+        let (status, body) = self.register(name, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn hex64(byte: u8) -> String {
+    format!("{byte:02x}").repeat(32)
+}
+
+fn share_body(lookup: u8, expires: u64) -> Value {
+    json!({
+        "name": "staging-env",
+        "lookup": hex64(lookup),
+        "expires_in_secs": expires,
+        "routes": [
+            {"name": "postgres", "target": "localhost:5432", "port": 5432, "protocol": "tcp"},
+            {"name": "web", "target": "localhost:8080", "port": 8080, "protocol": "tcp"},
+        ],
+        "http_port": 8080,
+        "key_mac": hex64(0xaa),
+    })
+}
+
+fn assert_error_shape(body: &Value) {
+    let error = &body["error"];
+    assert!(error["code"].is_string() && error["message"].is_string(), "not the error shape: {body}");
+}
+
+/// Runs each scenario on SQLite, and on PostgreSQL when the test script provides one.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name().await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                if std::env::var("CONNECT_TEST_POSTGRES").is_err() {
+                    if std::env::var("CI").is_ok() {
+                        panic!("CONNECT_TEST_POSTGRES is not set in CI: scripts/test.sh starts PostgreSQL");
+                    }
+                    eprintln!("CONNECT_TEST_POSTGRES not set; PostgreSQL variant not run");
+                    return;
+                }
+                super::BACKEND.scope("postgres", super::$name()).await
+            })*
+        }
+    };
+}
+
+tokio::task_local! {
+    static BACKEND: &'static str;
+}
+
+both_backends!(
+    registration_needs_a_usable_key,
+    tokens_are_checked_with_one_error_shape,
+    services_are_added_listed_and_removed,
+    shares_are_created_listed_revoked_and_joined,
+    expiry_fires_at_the_deadline,
+    addresses_are_unique_and_reused,
+    state_survives_reopening_the_database,
+);
+
+async fn registration_needs_a_usable_key() {
+    let hub = Hub::new(false).await;
+    let (status, body) = hub.register("alice", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_error_shape(&body);
+    let key = connect_coordinator::run_key_command(
+        &hub.state.store,
+        connect_coordinator::cli::KeyCommand::Create {
+            reusable: false,
+            expires: Some("1h".into()),
+        },
+        hub.state.now_ms(),
+    )
+    .await
+    .unwrap();
+    let (status, body) = hub.register("alice", json!({"auth_key": key})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().unwrap();
+    assert!(token.len() >= 22, "token too short for 128 bits: {token}");
+    // One use only.
+    let (status, _) = hub.register("bob", json!({"auth_key": key})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Guests need no key.
+    let (status, body) = hub.register("carol@laptop", json!({"guest": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn tokens_are_checked_with_one_error_shape() {
+    let hub = Hub::new(true).await;
+    for (method, path) in [
+        (Method::GET, routes::ME),
+        (Method::GET, routes::SERVICES),
+        (Method::GET, routes::SHARES),
+        (Method::POST, routes::JOIN),
+        (Method::GET, routes::STREAM),
+    ] {
+        for token in [None, Some("ct_wrong")] {
+            let (status, body) = hub.call(method.clone(), path, token, Some(json!({}))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert_error_shape(&body);
+        }
+    }
+    let (status, body) = hub.call(Method::GET, "/v1/nothing", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error_shape(&body);
+    let (status, body) = hub.call(Method::DELETE, routes::SHARES, None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error_shape(&body);
+    let big = "x".repeat(100 * 1024);
+    let (status, body) = hub
+        .call(Method::POST, routes::AGENTS, None, Some(json!({"name": big})))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&body);
+}
+
+async fn services_are_added_listed_and_removed() {
+    let hub = Hub::new(true).await;
+    let token = hub.agent("alice").await;
+    let pg = json!({"name": "postgres", "target": "localhost:5432", "port": 5432, "protocol": "tcp"});
+    let (status, _) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(pg.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(pg)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error_shape(&body);
+    for bad in [
+        json!({"name": "", "target": "localhost:1", "port": 1, "protocol": "tcp"}),
+        json!({"name": "x", "target": "localhost", "port": 1, "protocol": "tcp"}),
+        json!({"name": "x", "target": "localhost:1", "port": 0, "protocol": "tcp"}),
+        json!({"name": "x", "target": "localhost:1", "port": 1, "protocol": "sctp"}),
+        json!({"name": "x y", "target": "localhost:1", "port": 1, "protocol": "tcp"}),
+    ] {
+        let (status, body) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_error_shape(&body);
+    }
+    let (_, body) = hub.call(Method::GET, routes::SERVICES, Some(&token), None).await;
+    assert_eq!(body["services"].as_array().unwrap().len(), 1);
+    let (status, _) = hub.call(Method::DELETE, "/v1/services/postgres", Some(&token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = hub.call(Method::DELETE, "/v1/services/postgres", Some(&token), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn shares_are_created_listed_revoked_and_joined() {
+    let hub = Hub::new(true).await;
+    let alice = hub.agent("alice").await;
+    let bob = hub.agent("bob").await;
+    let (status, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(1, 3600))).await;
+    assert_eq!(status, StatusCode::CREATED, "{share}");
+    assert_eq!(share["name"], "staging-env");
+    assert_eq!(share["state"], "active");
+    assert_eq!(share["machine_ip"], "172.16.0.2");
+    let public_name = share["public_name"].as_str().unwrap();
+    let parts: Vec<&str> = public_name.split('-').collect();
+    assert!(parts.len() >= 3 && parts.last().unwrap().len() == 4, "{public_name}");
+    assert_eq!(share["url"], format!("http://{public_name}.share.localhost:7070"));
+
+    // The same code twice is refused.
+    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(1, 3600))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let join = json!({"lookup": hex64(1), "key_mac": hex64(0xbb)});
+    let (status, joined) = hub.call(Method::POST, routes::JOIN, Some(&bob), Some(join.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["machine_ip"], "172.16.0.2");
+    assert_eq!(joined["joiner_ip"], "172.16.0.3");
+    assert_eq!(joined["sharer_key_mac"], hex64(0xaa));
+    assert_eq!(joined["routes"].as_array().unwrap().len(), 2);
+
+    // Bob cannot see or revoke Alice's share.
+    let path = format!("/v1/shares/{}", hex64(1));
+    let (status, _) = hub.call(Method::GET, &path, Some(&bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, info) = hub.call(Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["joins"][0]["agent"], "bob");
+    assert_eq!(info["joins"][0]["from"], "198.51.100.23");
+    let (_, list) = hub.call(Method::GET, routes::SHARES, Some(&alice), None).await;
+    assert_eq!(list["shares"][0]["joined"], 1);
+
+    let revoke = format!("/v1/shares/{}/revoke", hex64(1));
+    let (status, _) = hub.call(Method::POST, &revoke, Some(&bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, revoked) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(revoked["state"], "revoked");
+    let (status, _) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, body) = hub.call(Method::POST, routes::JOIN, Some(&bob), Some(join)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error_shape(&body);
+
+    // Guests join but do not share; bad share requests are refused.
+    let (_, guest) = hub.register("guest", json!({"guest": true})).await;
+    let guest = guest["token"].as_str().unwrap();
+    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(guest), Some(share_body(2, 60))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for bad in [share_body(3, 0), share_body(3, 400 * 86400), json!({"lookup": "short"})] {
+        let (status, body) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+}
+
+async fn expiry_fires_at_the_deadline() {
+    let hub = Hub::new(true).await;
+    let alice = hub.agent("alice").await;
+    let me = hub.call(Method::GET, routes::ME, Some(&alice), None).await.1;
+    let mut events = hub.state.subscribers.subscribe(me["agent_id"].as_str().unwrap());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(connect_coordinator_expiry(hub.state.clone(), cancel.clone()));
+    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(5, 1))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("no expiry within 5 s");
+    assert_eq!(
+        event,
+        Some(StreamEvent::ShareEnded {
+            lookup: hex64(5),
+            state: ShareState::Expired
+        })
+    );
+    assert!(started.elapsed() < Duration::from_millis(2500), "expired late: {:?}", started.elapsed());
+    let (_, info) = hub.call(Method::GET, &format!("/v1/shares/{}", hex64(5)), Some(&alice), None).await;
+    assert_eq!(info["state"], "expired");
+    cancel.cancel();
+}
+
+async fn connect_coordinator_expiry(state: AppState, cancel: tokio_util::sync::CancellationToken) {
+    connect_coordinator::lifecycle::run_expiry(state, cancel).await;
+}
+
+async fn addresses_are_unique_and_reused() {
+    let hub = Hub::new(true).await;
+    let alice = hub.agent("alice").await;
+    let mut ips = Vec::new();
+    for i in 10..14u8 {
+        let (_, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(i, 600))).await;
+        ips.push(share["machine_ip"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ips, ["172.16.0.2", "172.16.1.2", "172.16.2.2", "172.16.3.2"]);
+    let (status, _) = hub
+        .call(Method::POST, &format!("/v1/shares/{}/revoke", hex64(11)), Some(&alice), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(20, 600))).await;
+    assert_eq!(share["machine_ip"], "172.16.1.2", "freed block not reused");
+}
+
+async fn state_survives_reopening_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let token;
+    {
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let settings = Settings {
+            domain: "d".into(),
+            public_url: "http://h".into(),
+            relay: "h:1".into(),
+            open_registration: true,
+        };
+        let (state, _rx) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+        let hub = Hub { state, _dir: tempfile::tempdir().unwrap() };
+        token = hub.agent("alice").await;
+        let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&token), Some(share_body(1, 600))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let store = Store::open(None, dir.path()).await.unwrap();
+    let settings = Settings {
+        domain: "d".into(),
+        public_url: "http://h".into(),
+        relay: "h:1".into(),
+        open_registration: false,
+    };
+    let (state, _rx) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+    let hub = Hub { state, _dir: dir };
+    let (status, list) = hub.call(Method::GET, routes::SHARES, Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["shares"][0]["state"], "active");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+        /// Whatever body arrives at whatever route, the hub answers without a 5xx, and
+        /// every error is the one JSON shape.
+        #[test]
+        fn arbitrary_bodies_never_break_the_api(
+            route in prop::sample::select(vec![
+                routes::AGENTS, routes::ME, routes::SERVICES, "/v1/services/x", routes::SHARES,
+                "/v1/shares/00", "/v1/shares/00/revoke", routes::JOIN, routes::HEALTHZ,
+            ]),
+            method in prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]),
+            body in prop_oneof![
+                any::<Vec<u8>>().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                "\\{\"[a-z_]{1,12}\": (\"[ -~]{0,40}\"|[0-9]{1,20}|null|true|\\[\\])\\}",
+            ],
+            authed in any::<bool>(),
+        ) {
+            let runtime = RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().unwrap());
+            runtime.block_on(async {
+                let hub = HUB.get_or_init(|| async { Hub::new(true).await }).await;
+                let token = if authed { Some(TOKEN.get_or_init(|| async { hub.agent("prop").await }).await.as_str()) } else { None };
+                let mut request = Request::builder().method(method).uri(route).header("content-type", "application/json");
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let response = app(hub.state.clone()).oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+                let status = response.status();
+                prop_assert!(!status.is_server_error(), "{method} {route} -> {status}");
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                if status.is_client_error() {
+                    let value: Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_error_shape(&value);
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    static HUB: tokio::sync::OnceCell<Hub> = tokio::sync::OnceCell::const_new();
+    static TOKEN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+}
