@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the suite uses; empty until end-to-end tests need real services.
-PACKAGES=()
+# Debian packages the suite uses: real services and real clients for the end-to-end
+# tests, and PostgreSQL for the hub's store tests.
+PACKAGES=(postgresql redis-server redis-tools dnsmasq-base bind9-dnsutils curl iproute2 procps)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,6 +20,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# A throwaway PostgreSQL cluster for the hub's store tests, run as a non-root user,
+# stopped and deleted on exit.
+pg_dir=""
+cleanup() {
+  if [ -n "$pg_dir" ]; then
+    as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+  fi
+}
+trap cleanup EXIT
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+if [ -n "$pg_bin" ]; then
+  pg_dir=$(mktemp -d /tmp/connect-pg.XXXXXX)
+  [ "$(id -u)" -eq 0 ] && chown postgres "$pg_dir"
+  pg_port=$(( 20000 + RANDOM % 20000 ))
+  as_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U connect >/dev/null
+  as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-k $pg_dir -c listen_addresses=127.0.0.1 -p $pg_port -c max_connections=300 -c fsync=off" start >/dev/null
+  export CONNECT_TEST_POSTGRES="postgres://connect@127.0.0.1:$pg_port/postgres"
+  echo "==> PostgreSQL on 127.0.0.1:$pg_port"
 fi
 
 echo "==> cargo fmt --check"

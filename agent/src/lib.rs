@@ -1,1 +1,84 @@
-//! placeholder
+//! `connect`, the agent and CLI: register and run the agent (`up`), expose services,
+//! make share codes, and join a teammate's share over WireGuard (TUN or user space).
+//!
+//! `main` only parses and reports: each subcommand lives in `commands/`, talks to the hub
+//! through `hub.rs` and to the data plane through `connect-netstack`.
+
+mod cli;
+mod code;
+mod commands;
+mod config;
+mod daemon;
+mod error;
+mod hub;
+mod output;
+mod tun;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use code::{Role, ShareCode};
+pub use error::Fail;
+
+/// Parses the command line, runs the command, and prints any failure as one `[x] ` line
+/// (plus a hint) with exit code 1. Usage errors also exit 1, not clap's 2.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = err.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("[x] {first}");
+            eprintln!("    Run connect --help for usage.");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("[x] Cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(err: &anyhow::Error) {
+    match err.downcast_ref::<Fail>() {
+        Some(fail) => {
+            eprintln!("[x] {fail}");
+            if let Some(hint) = fail.hint() {
+                for line in hint.lines() {
+                    eprintln!("    {line}");
+                }
+            }
+        }
+        None => eprintln!("[x] {err:#}"),
+    }
+}

@@ -197,7 +197,9 @@ pub async fn run(
                     Verdict::Reply(reply) => {
                         let _ = socket.send_to(&reply, from).await;
                     }
-                    Verdict::NeedKey(_) | Verdict::Drop(_) => {
+                    Verdict::NeedKey(_) => Metrics::add(&metrics.relay_dropped, 1),
+                    Verdict::Drop(reason) => {
+                        tracing::debug!(%from, reason, "relay dropped a datagram");
                         Metrics::add(&metrics.relay_dropped, 1);
                     }
                 }

@@ -23,7 +23,9 @@ struct Hub {
 }
 
 async fn store(dir: &std::path::Path) -> Store {
-    let postgres = BACKEND.try_with(|backend| *backend == "postgres").unwrap_or(false);
+    let postgres = BACKEND
+        .try_with(|backend| *backend == "postgres")
+        .unwrap_or(false);
     match std::env::var("CONNECT_TEST_POSTGRES") {
         Ok(url) if postgres => {
             // A database of its own per test, so tests run in parallel on one server.
@@ -35,7 +37,9 @@ async fn store(dir: &std::path::Path) -> Store {
                 .await
                 .unwrap();
             let base = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
-            Store::open(Some(&format!("{base}/{name}")), dir).await.unwrap()
+            Store::open(Some(&format!("{base}/{name}")), dir)
+                .await
+                .unwrap()
         }
         _ => Store::open(None, dir).await.unwrap(),
     }
@@ -58,7 +62,8 @@ impl Hub {
             relay: "hub.test:7070".into(),
             open_registration,
         };
-        let (state, _updates) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+        let (state, _updates) =
+            connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
         // The relay is not under test here; keep its channel from filling.
         tokio::spawn(async move {
             let mut updates = _updates;
@@ -67,7 +72,13 @@ impl Hub {
         Self { state, _dir: dir }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -80,22 +91,25 @@ impl Hub {
             None => Body::empty(),
         };
         let mut request = request.body(body).unwrap();
-        request
-            .extensions_mut()
-            .insert(ConnectInfo("198.51.100.23:50000".parse::<SocketAddr>().unwrap()));
+        request.extensions_mut().insert(ConnectInfo(
+            "198.51.100.23:50000".parse::<SocketAddr>().unwrap(),
+        ));
         let response = app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, value)
     }
 
     async fn register(&self, name: &str, extra: Value) -> (StatusCode, Value) {
-        let mut body = json!({"name": name, "public_key": WireKey([name.len() as u8; 32]).to_base64()});
+        let mut body =
+            json!({"name": name, "public_key": WireKey([name.len() as u8; 32]).to_base64()});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        self.call(Method::POST, routes::AGENTS, None, Some(body)).await
+        self.call(Method::POST, routes::AGENTS, None, Some(body))
+            .await
     }
 
     async fn agent(&self, name: &str) -> String {
@@ -125,7 +139,10 @@ fn share_body(lookup: u8, expires: u64) -> Value {
 
 fn assert_error_shape(body: &Value) {
     let error = &body["error"];
-    assert!(error["code"].is_string() && error["message"].is_string(), "not the error shape: {body}");
+    assert!(
+        error["code"].is_string() && error["message"].is_string(),
+        "not the error shape: {body}"
+    );
 }
 
 /// Runs each scenario on SQLite, and on PostgreSQL when the test script provides one.
@@ -213,7 +230,12 @@ async fn tokens_are_checked_with_one_error_shape() {
     assert_error_shape(&body);
     let big = "x".repeat(100 * 1024);
     let (status, body) = hub
-        .call(Method::POST, routes::AGENTS, None, Some(json!({"name": big})))
+        .call(
+            Method::POST,
+            routes::AGENTS,
+            None,
+            Some(json!({"name": big})),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error_shape(&body);
@@ -222,10 +244,20 @@ async fn tokens_are_checked_with_one_error_shape() {
 async fn services_are_added_listed_and_removed() {
     let hub = Hub::new(true).await;
     let token = hub.agent("alice").await;
-    let pg = json!({"name": "postgres", "target": "localhost:5432", "port": 5432, "protocol": "tcp"});
-    let (status, _) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(pg.clone())).await;
+    let pg =
+        json!({"name": "postgres", "target": "localhost:5432", "port": 5432, "protocol": "tcp"});
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SERVICES,
+            Some(&token),
+            Some(pg.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(pg)).await;
+    let (status, body) = hub
+        .call(Method::POST, routes::SERVICES, Some(&token), Some(pg))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_error_shape(&body);
     for bad in [
@@ -235,15 +267,23 @@ async fn services_are_added_listed_and_removed() {
         json!({"name": "x", "target": "localhost:1", "port": 1, "protocol": "sctp"}),
         json!({"name": "x y", "target": "localhost:1", "port": 1, "protocol": "tcp"}),
     ] {
-        let (status, body) = hub.call(Method::POST, routes::SERVICES, Some(&token), Some(bad)).await;
+        let (status, body) = hub
+            .call(Method::POST, routes::SERVICES, Some(&token), Some(bad))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_error_shape(&body);
     }
-    let (_, body) = hub.call(Method::GET, routes::SERVICES, Some(&token), None).await;
+    let (_, body) = hub
+        .call(Method::GET, routes::SERVICES, Some(&token), None)
+        .await;
     assert_eq!(body["services"].as_array().unwrap().len(), 1);
-    let (status, _) = hub.call(Method::DELETE, "/v1/services/postgres", Some(&token), None).await;
+    let (status, _) = hub
+        .call(Method::DELETE, "/v1/services/postgres", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = hub.call(Method::DELETE, "/v1/services/postgres", Some(&token), None).await;
+    let (status, _) = hub
+        .call(Method::DELETE, "/v1/services/postgres", Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -251,22 +291,44 @@ async fn shares_are_created_listed_revoked_and_joined() {
     let hub = Hub::new(true).await;
     let alice = hub.agent("alice").await;
     let bob = hub.agent("bob").await;
-    let (status, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(1, 3600))).await;
+    let (status, share) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(1, 3600)),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{share}");
     assert_eq!(share["name"], "staging-env");
     assert_eq!(share["state"], "active");
     assert_eq!(share["machine_ip"], "172.16.0.2");
     let public_name = share["public_name"].as_str().unwrap();
     let parts: Vec<&str> = public_name.split('-').collect();
-    assert!(parts.len() >= 3 && parts.last().unwrap().len() == 4, "{public_name}");
-    assert_eq!(share["url"], format!("http://{public_name}.share.localhost:7070"));
+    assert!(
+        parts.len() >= 3 && parts.last().unwrap().len() == 4,
+        "{public_name}"
+    );
+    assert_eq!(
+        share["url"],
+        format!("http://{public_name}.share.localhost:7070")
+    );
 
     // The same code twice is refused.
-    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(1, 3600))).await;
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(1, 3600)),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     let join = json!({"lookup": hex64(1), "key_mac": hex64(0xbb)});
-    let (status, joined) = hub.call(Method::POST, routes::JOIN, Some(&bob), Some(join.clone())).await;
+    let (status, joined) = hub
+        .call(Method::POST, routes::JOIN, Some(&bob), Some(join.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
     assert_eq!(joined["machine_ip"], "172.16.0.2");
     assert_eq!(joined["joiner_ip"], "172.16.0.3");
@@ -281,7 +343,9 @@ async fn shares_are_created_listed_revoked_and_joined() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(info["joins"][0]["agent"], "bob");
     assert_eq!(info["joins"][0]["from"], "198.51.100.23");
-    let (_, list) = hub.call(Method::GET, routes::SHARES, Some(&alice), None).await;
+    let (_, list) = hub
+        .call(Method::GET, routes::SHARES, Some(&alice), None)
+        .await;
     assert_eq!(list["shares"][0]["joined"], 1);
 
     let revoke = format!("/v1/shares/{}/revoke", hex64(1));
@@ -292,17 +356,32 @@ async fn shares_are_created_listed_revoked_and_joined() {
     assert_eq!(revoked["state"], "revoked");
     let (status, _) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
     assert_eq!(status, StatusCode::GONE);
-    let (status, body) = hub.call(Method::POST, routes::JOIN, Some(&bob), Some(join)).await;
+    let (status, body) = hub
+        .call(Method::POST, routes::JOIN, Some(&bob), Some(join))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error_shape(&body);
 
     // Guests join but do not share; bad share requests are refused.
     let (_, guest) = hub.register("guest", json!({"guest": true})).await;
     let guest = guest["token"].as_str().unwrap();
-    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(guest), Some(share_body(2, 60))).await;
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(guest),
+            Some(share_body(2, 60)),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    for bad in [share_body(3, 0), share_body(3, 400 * 86400), json!({"lookup": "short"})] {
-        let (status, body) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(bad)).await;
+    for bad in [
+        share_body(3, 0),
+        share_body(3, 400 * 86400),
+        json!({"lookup": "short"}),
+    ] {
+        let (status, body) = hub
+            .call(Method::POST, routes::SHARES, Some(&alice), Some(bad))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     }
 }
@@ -310,11 +389,27 @@ async fn shares_are_created_listed_revoked_and_joined() {
 async fn expiry_fires_at_the_deadline() {
     let hub = Hub::new(true).await;
     let alice = hub.agent("alice").await;
-    let me = hub.call(Method::GET, routes::ME, Some(&alice), None).await.1;
-    let mut events = hub.state.subscribers.subscribe(me["agent_id"].as_str().unwrap());
+    let me = hub
+        .call(Method::GET, routes::ME, Some(&alice), None)
+        .await
+        .1;
+    let mut events = hub
+        .state
+        .subscribers
+        .subscribe(me["agent_id"].as_str().unwrap());
     let cancel = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(connect_coordinator_expiry(hub.state.clone(), cancel.clone()));
-    let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(5, 1))).await;
+    tokio::spawn(connect_coordinator_expiry(
+        hub.state.clone(),
+        cancel.clone(),
+    ));
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(5, 1)),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let started = std::time::Instant::now();
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
@@ -327,8 +422,19 @@ async fn expiry_fires_at_the_deadline() {
             state: ShareState::Expired
         })
     );
-    assert!(started.elapsed() < Duration::from_millis(2500), "expired late: {:?}", started.elapsed());
-    let (_, info) = hub.call(Method::GET, &format!("/v1/shares/{}", hex64(5)), Some(&alice), None).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "expired late: {:?}",
+        started.elapsed()
+    );
+    let (_, info) = hub
+        .call(
+            Method::GET,
+            &format!("/v1/shares/{}", hex64(5)),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(info["state"], "expired");
     cancel.cancel();
 }
@@ -342,15 +448,37 @@ async fn addresses_are_unique_and_reused() {
     let alice = hub.agent("alice").await;
     let mut ips = Vec::new();
     for i in 10..14u8 {
-        let (_, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(i, 600))).await;
+        let (_, share) = hub
+            .call(
+                Method::POST,
+                routes::SHARES,
+                Some(&alice),
+                Some(share_body(i, 600)),
+            )
+            .await;
         ips.push(share["machine_ip"].as_str().unwrap().to_owned());
     }
-    assert_eq!(ips, ["172.16.0.2", "172.16.1.2", "172.16.2.2", "172.16.3.2"]);
+    assert_eq!(
+        ips,
+        ["172.16.0.2", "172.16.1.2", "172.16.2.2", "172.16.3.2"]
+    );
     let (status, _) = hub
-        .call(Method::POST, &format!("/v1/shares/{}/revoke", hex64(11)), Some(&alice), None)
+        .call(
+            Method::POST,
+            &format!("/v1/shares/{}/revoke", hex64(11)),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, share) = hub.call(Method::POST, routes::SHARES, Some(&alice), Some(share_body(20, 600))).await;
+    let (_, share) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(20, 600)),
+        )
+        .await;
     assert_eq!(share["machine_ip"], "172.16.1.2", "freed block not reused");
 }
 
@@ -365,10 +493,21 @@ async fn state_survives_reopening_the_database() {
             relay: "h:1".into(),
             open_registration: true,
         };
-        let (state, _rx) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
-        let hub = Hub { state, _dir: tempfile::tempdir().unwrap() };
+        let (state, _rx) =
+            connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+        let hub = Hub {
+            state,
+            _dir: tempfile::tempdir().unwrap(),
+        };
         token = hub.agent("alice").await;
-        let (status, _) = hub.call(Method::POST, routes::SHARES, Some(&token), Some(share_body(1, 600))).await;
+        let (status, _) = hub
+            .call(
+                Method::POST,
+                routes::SHARES,
+                Some(&token),
+                Some(share_body(1, 600)),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let store = Store::open(None, dir.path()).await.unwrap();
@@ -378,9 +517,12 @@ async fn state_survives_reopening_the_database() {
         relay: "h:1".into(),
         open_registration: false,
     };
-    let (state, _rx) = connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+    let (state, _rx) =
+        connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
     let hub = Hub { state, _dir: dir };
-    let (status, list) = hub.call(Method::GET, routes::SHARES, Some(&token), None).await;
+    let (status, list) = hub
+        .call(Method::GET, routes::SHARES, Some(&token), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["shares"][0]["state"], "active");
 }

@@ -213,6 +213,18 @@ impl Netstack {
         self.call(|reply| Command::SetRelay(relay, reply)).await
     }
 
+    /// Replaces the tunnel addresses the node's own stack answers for.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] when the tunnel is gone.
+    pub async fn set_addresses(
+        &self,
+        addresses: Vec<std::net::Ipv4Addr>,
+    ) -> Result<(), DriverError> {
+        self.call(|reply| Command::SetAddresses(addresses, reply))
+            .await
+    }
+
     /// Starts the handshake with a peer now, so the first flow does not wait for it.
     ///
     /// # Errors
@@ -289,6 +301,7 @@ enum Command {
     ),
     Stats(oneshot::Sender<Snapshot>),
     SetRelay(RelayConfig, oneshot::Sender<()>),
+    SetAddresses(Vec<std::net::Ipv4Addr>, oneshot::Sender<()>),
     /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
     Data(FlowId, Bytes),
     /// The real side finished sending.
@@ -483,10 +496,7 @@ impl Driver {
             return;
         };
         relay.next_bind = now + BIND_INTERVAL;
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let bind = relay::write_bind(&relay.config.key, relay.config.slot, unix_ms);
+        let bind = relay::write_bind(&relay.config.key, relay.config.slot, unix_ms());
         let addr = relay.config.addr;
         if let Err(err) = self.socket.send_to(&bind, addr).await {
             tracing::debug!(%err, %addr, "relay bind failed");
@@ -540,11 +550,21 @@ impl Driver {
                     relay_observed: self.relay.as_ref().and_then(|r| r.observed),
                 });
             }
+            Command::SetAddresses(addresses, reply) => {
+                self.node.set_addresses(addresses);
+                let _ = reply.send(());
+            }
             Command::SetRelay(config, reply) => {
+                // Bind at once, before any handshake this command batch may send, so the
+                // relay knows our address when our first datagram arrives.
+                let bind = relay::write_bind(&config.key, config.slot, unix_ms());
+                if let Err(err) = self.socket.try_send_to(&bind, config.addr) {
+                    tracing::debug!(%err, "relay bind failed");
+                }
                 self.relay = Some(RelayState {
                     config,
                     observed: None,
-                    next_bind: now,
+                    next_bind: now + BIND_INTERVAL,
                 });
                 let _ = reply.send(());
             }
@@ -725,6 +745,12 @@ struct FlowEnds {
     from_node: mpsc::Receiver<Chunk>,
     credit: Arc<Notify>,
     cancel: CancellationToken,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn tun_readable(tun: Option<&tun_rs::AsyncDevice>) -> io::Result<()> {

@@ -172,6 +172,12 @@ impl Node {
         self.sessions.public_key()
     }
 
+    /// Replaces the tunnel addresses this node's stack answers for (a sharer owns one per
+    /// live share). Flows on a removed address end when their peers are removed.
+    pub fn set_addresses(&mut self, addresses: Vec<Ipv4Addr>) {
+        self.config.addresses = addresses;
+    }
+
     pub fn stats(&self) -> Stats {
         self.stats
     }

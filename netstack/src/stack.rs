@@ -37,18 +37,19 @@ impl Stack {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut device, smol_time(now, now));
+        // The node decides which destinations are ours (it may own many addresses, one
+        // per share, more than smoltcp's fixed table); smoltcp accepts what it is given.
+        // Medium::Ip has no neighbours: any address with a route is fine, and the node
+        // picks the peer for every packet smoltcp sends.
+        iface.set_any_ip(true);
+        let anchor = addresses
+            .first()
+            .copied()
+            .unwrap_or(Ipv4Addr::new(172, 16, 0, 1));
         iface.update_ip_addrs(|addrs| {
-            for addr in addresses {
-                // More addresses than smoltcp's fixed table are ignored; the node keeps
-                // its own list for routing decisions.
-                let _ = addrs.push(IpCidr::new((*addr).into(), 32));
-            }
+            let _ = addrs.push(IpCidr::new(anchor.into(), 32));
         });
-        if let Some(first) = addresses.first() {
-            // Medium::Ip has no neighbours; a default route through ourselves lets
-            // smoltcp answer any tunnel address, and the node picks the peer.
-            let _ = iface.routes_mut().add_default_ipv4_route(*first);
-        }
+        let _ = iface.routes_mut().add_default_ipv4_route(anchor);
         Self {
             iface,
             sockets: SocketSet::new(Vec::new()),

@@ -365,8 +365,9 @@ impl Sessions {
         }
     }
 
-    /// Starts a handshake now rather than on the first packet, so a join can check the
-    /// path before any flow waits on it.
+    /// Sends a handshake initiation now, even if one is under way: a join checks the path
+    /// before any flow waits on it, and retries sooner than boringtun's 5 s when the
+    /// first initiation raced the sharer learning about the joiner.
     pub(crate) fn initiate(
         &mut self,
         index: u32,

@@ -1,0 +1,109 @@
+//! The command line, as `../shared/CONTRACT.md` fixes it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "connect",
+    version,
+    about = "Share your running environment; join a teammate's"
+)]
+pub struct Cli {
+    /// Hub URL.
+    #[arg(long, global = true, env = "CONNECT_HUB")]
+    pub hub: Option<String>,
+    /// Config file; keys and state live beside it.
+    #[arg(long, global = true, env = "CONNECT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// One JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register once (keys made locally), then run the agent until Ctrl-C.
+    Up {
+        #[arg(long)]
+        auth_key: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop a running agent.
+    Down,
+    /// Hub, agent, shares and peers; exit 0 when the agent is up.
+    Status,
+    /// Add a service (HOST:PORT), list or remove them.
+    Expose(ExposeArgs),
+    /// Create a share code for the exposed services, or list, inspect and revoke shares.
+    Share(ShareArgs),
+    /// Join a share: the shared machine appears at a static 172.16.x.x address.
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExposeArgs {
+    /// HOST:PORT the sharing machine reaches (a VM's IP too).
+    #[arg(required_unless_present_any = ["list", "remove"], conflicts_with_all = ["list", "remove"])]
+    pub target: Option<String>,
+    #[arg(long, required_unless_present_any = ["list", "remove"])]
+    pub name: Option<String>,
+    /// A UDP service.
+    #[arg(long)]
+    pub udp: bool,
+    #[arg(long, conflicts_with = "remove")]
+    pub list: bool,
+    #[arg(long, value_name = "NAME")]
+    pub remove: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    #[arg(long)]
+    pub name: Option<String>,
+    /// 90s, 30m, 4h, 24h (default), 7d.
+    #[arg(long)]
+    pub expires: Option<String>,
+    #[arg(long)]
+    pub disable_http: bool,
+    #[arg(long, conflicts_with = "disable_http")]
+    pub http_port: Option<u16>,
+    #[arg(long)]
+    pub ssh: bool,
+    #[arg(long, requires = "ssh")]
+    pub ssh_once: bool,
+    #[arg(long, requires = "ssh")]
+    pub ssh_user: Option<String>,
+    #[arg(long, requires = "ssh")]
+    pub ssh_password_file: Option<PathBuf>,
+    /// Every TCP/UDP port of HOST, not only exposed services.
+    #[arg(long)]
+    pub all_ports: bool,
+    #[arg(long, requires = "all_ports")]
+    pub host: Option<String>,
+    #[arg(long, conflicts_with_all = ["info", "revoke"])]
+    pub list: bool,
+    #[arg(long, value_name = "CODE", conflicts_with = "revoke")]
+    pub info: Option<String>,
+    #[arg(long, value_name = "CODE")]
+    pub revoke: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    pub code: String,
+    /// Run fully in user space: local ports and a SOCKS5 proxy, no TUN.
+    #[arg(long)]
+    pub no_tun: bool,
+    #[arg(long)]
+    pub socks: Option<SocketAddr>,
+    #[arg(long)]
+    pub ssh: bool,
+    #[arg(last = true)]
+    pub ssh_args: Vec<String>,
+}

@@ -1,0 +1,16 @@
+//! `connect down`: ask the running agent to stop.
+
+use std::process::ExitCode;
+
+use super::{Context, control};
+use crate::output;
+
+pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
+    control::ask(&ctx.paths.socket(), "down").await?;
+    if ctx.json {
+        output::json(&serde_json::json!({ "up": false }));
+    } else {
+        println!("[ok] Agent stopped.");
+    }
+    Ok(ExitCode::SUCCESS)
+}

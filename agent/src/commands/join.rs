@@ -1,0 +1,335 @@
+//! `connect join CODE`: check the code with the hub, verify the sharer's key against the
+//! code before sending it a byte, and bring the shared machine up at its static address:
+//! on a TUN interface, or fully in user space (each route on a local port; its own
+//! loopback address per share so ports never collide).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connect_api::{
+    JoinRequest, JoinResponse, Protocol as WireProtocol, RegisterRequest, StreamEvent, WireKey,
+};
+use connect_netstack::driver::{Netstack, RelayConfig};
+use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::Context;
+use crate::cli::JoinArgs;
+use crate::code::{Role, ShareCode};
+use crate::daemon::resolve;
+use crate::error::Fail;
+use crate::hub::Hub;
+use crate::output;
+
+const MTU: u16 = 1420;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Forward {
+    name: String,
+    protocol: WireProtocol,
+    address: SocketAddr,
+}
+
+pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
+    if args.ssh {
+        return Err(
+            Fail::Usage("SSH joining (--ssh) is not available in this version yet".into()).into(),
+        );
+    }
+    let code = ShareCode::parse(&args.code).ok_or(Fail::ShareNotFound)?;
+    // A fresh guest identity per join: its own key and relay slot, so a join never
+    // disturbs an agent running on this machine.
+    let secret = StaticSecret::from(rand::random::<[u8; 32]>());
+    let public = PublicKey::from(&secret);
+    let name = match (&ctx.config.name, ctx.paths.token_value()) {
+        (Some(agent), Some(_)) => format!("{agent} ({})", super::user_at_host()),
+        _ => super::user_at_host(),
+    };
+    let hub = Hub::new(&ctx.hub_url, None)?;
+    let guest = hub
+        .register(&RegisterRequest {
+            name,
+            public_key: WireKey(public.to_bytes()),
+            auth_key: None,
+            guest: true,
+        })
+        .await?;
+    let hub = hub.with_token(guest.token.0.clone());
+    let joined = hub
+        .join(&JoinRequest {
+            lookup: code.lookup(),
+            key_mac: code.mac(Role::Joiner, public.as_bytes()),
+        })
+        .await?;
+    if !code.verify(
+        Role::Sharer,
+        &joined.sharer_public_key.0,
+        &joined.sharer_key_mac,
+    ) {
+        return Err(Fail::ForgedSharer.into());
+    }
+    if !ctx.json {
+        println!("==> connect: Connecting to: {}", joined.name);
+    }
+
+    let (tun, why) = if args.no_tun {
+        (None, "--no-tun".to_owned())
+    } else {
+        match crate::tun::create(joined.joiner_ip, joined.machine_ip, MTU) {
+            Ok(tun) => (Some(tun), String::new()),
+            Err(err) => (
+                None,
+                format!("no TUN device ({err}); this needs CAP_NET_ADMIN"),
+            ),
+        }
+    };
+    let socket = UdpSocket::bind("0.0.0.0:0").await?;
+    let mut config = NodeConfig::new(secret);
+    let interface = tun.as_ref().map(|t| t.name.clone());
+    let net = match tun {
+        Some(tun) => Netstack::spawn_with_tun(config, socket, tun.device)?,
+        None => {
+            config.addresses = vec![joined.joiner_ip];
+            Netstack::spawn(config, socket)?
+        }
+    };
+    net.set_relay(RelayConfig {
+        addr: resolve(&joined.relay).await?,
+        slot: guest.relay_id,
+        key: relay::relay_key(&guest.token.0),
+    })
+    .await?;
+    let sharer = PublicKey::from(joined.sharer_public_key.0);
+    net.add_peer(PeerConfig {
+        public_key: sharer,
+        allowed_ips: Ipv4Net::new(joined.machine_ip, 32).into_iter().collect(),
+        endpoint: Some(relay::synthetic_endpoint(joined.sharer_relay_id)),
+        persistent_keepalive: Some(25),
+        policy: Policy::default(),
+    })
+    .await?;
+    wait_for_handshake(&net, sharer).await?;
+
+    let net = Arc::new(net);
+    let (forwards, socks) = if interface.is_some() {
+        (Vec::new(), None)
+    } else {
+        (userspace_forwards(&net, &joined).await?, None::<SocketAddr>)
+    };
+    report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
+
+    let mut events = std::pin::pin!(hub.stream().await?);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ended = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break None,
+            _ = terminate.recv() => break None,
+            event = events.next() => match event {
+                Some(StreamEvent::ShareEnded { lookup, state }) if lookup == code.lookup() => break Some(state),
+                Some(_) => {}
+                // The hub went away; the tunnel itself does not need it. Keep running.
+                None => std::future::pending::<()>().await,
+            },
+        }
+    };
+    drop(net);
+    match ended {
+        None => {
+            if !ctx.json {
+                println!("==> connect: Disconnected.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(state) => {
+            eprintln!("[x] The share was {state}; disconnected.");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits until WireGuard has a session with the sharer, re-sending the initiation each
+/// second in case the first one raced the sharer learning about us.
+async fn wait_for_handshake(net: &Netstack, sharer: PublicKey) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut next_retry = tokio::time::Instant::now();
+    loop {
+        if tokio::time::Instant::now() >= next_retry {
+            net.connect_peer(sharer).await?;
+            next_retry += Duration::from_secs(1);
+        }
+        let up = net
+            .stats()
+            .await?
+            .peers
+            .iter()
+            .any(|p| p.public_key == sharer && p.last_handshake.is_some());
+        if up {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Fail::Hub(
+                "Cannot reach the shared machine: no answer through the hub relay. Is the sharing agent running (connect up)?".into(),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 172.X.Y.Z → 127.X.Y.Z: a loopback address of its own per share (Linux answers the
+/// whole 127/8), so each service keeps its port and two shares never collide.
+fn loopback_for(machine: Ipv4Addr) -> Ipv4Addr {
+    let [_, b, c, d] = machine.octets();
+    Ipv4Addr::new(127, b, c, d)
+}
+
+async fn userspace_forwards(
+    net: &Arc<Netstack>,
+    joined: &JoinResponse,
+) -> anyhow::Result<Vec<Forward>> {
+    let local = loopback_for(joined.machine_ip);
+    let mut forwards = Vec::new();
+    for route in &joined.routes {
+        let remote = SocketAddrV4::new(joined.machine_ip, route.port);
+        let address = match route.protocol {
+            WireProtocol::Tcp => {
+                let listener = match TcpListener::bind((local, route.port)).await {
+                    Ok(listener) => listener,
+                    Err(_) => TcpListener::bind((local, 0)).await?,
+                };
+                let address = listener.local_addr()?;
+                tokio::spawn(forward_tcp(listener, net.clone(), remote));
+                address
+            }
+            WireProtocol::Udp => {
+                let socket = match UdpSocket::bind((local, route.port)).await {
+                    Ok(socket) => socket,
+                    Err(_) => UdpSocket::bind((local, 0)).await?,
+                };
+                let address = socket.local_addr()?;
+                tokio::spawn(forward_udp(Arc::new(socket), net.clone(), remote));
+                address
+            }
+        };
+        forwards.push(Forward {
+            name: route.name.clone(),
+            protocol: route.protocol,
+            address,
+        });
+    }
+    Ok(forwards)
+}
+
+async fn forward_tcp(listener: TcpListener, net: Arc<Netstack>, remote: SocketAddrV4) {
+    while let Ok((mut client, _)) = listener.accept().await {
+        let net = net.clone();
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            match net.connect_tcp(remote).await {
+                Ok(mut tunnel) => {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await;
+                }
+                Err(err) => tracing::debug!(%err, %remote, "tunnel connection refused"),
+            }
+        });
+    }
+}
+
+/// One tunnel flow per local client address; answers go back to that client.
+async fn forward_udp(socket: Arc<UdpSocket>, net: Arc<Netstack>, remote: SocketAddrV4) {
+    let mut senders: std::collections::HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> =
+        Default::default();
+    let mut buf = vec![0u8; 65536];
+    while let Ok((len, client)) = socket.recv_from(&mut buf).await {
+        let datagram = buf[..len].to_vec();
+        if let Some(tx) = senders.get(&client)
+            && tx.try_send(datagram.clone()).is_ok()
+        {
+            continue;
+        }
+        let Ok(mut flow) = net.open_udp(remote).await else {
+            continue;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+        let _ = tx.try_send(datagram);
+        senders.insert(client, tx);
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    outgoing = rx.recv() => match outgoing {
+                        Some(datagram) => {
+                            if flow.send(&datagram).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    incoming = flow.recv() => match incoming {
+                        Some(answer) => {
+                            let _ = socket.send_to(&answer, client).await;
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
+}
+
+fn report(
+    ctx: &Context,
+    joined: &JoinResponse,
+    interface: Option<&str>,
+    why: &str,
+    forwards: &[Forward],
+    socks: Option<SocketAddr>,
+) {
+    let routes: Vec<_> = match interface {
+        Some(_) => joined
+            .routes
+            .iter()
+            .map(|r| json!({"name": r.name, "protocol": r.protocol, "address": format!("{}:{}", joined.machine_ip, r.port)}))
+            .collect(),
+        None => forwards
+            .iter()
+            .map(|f| json!({"name": f.name, "protocol": f.protocol, "address": f.address.to_string()}))
+            .collect(),
+    };
+    if ctx.json {
+        output::json(&json!({
+            "mode": if interface.is_some() { "tun" } else { "userspace" },
+            "machine_ip": joined.machine_ip,
+            "interface": interface,
+            "socks": socks.map(|s| s.to_string()),
+            "routes": routes,
+        }));
+        return;
+    }
+    match interface {
+        Some(name) => println!(
+            "==> connect: Mode: TUN interface {name} ({} → {})",
+            joined.joiner_ip, joined.machine_ip
+        ),
+        None => println!("==> connect: Mode: user space ({why})"),
+    }
+    println!("==> connect: Machine IP: {}", joined.machine_ip);
+    for route in &routes {
+        println!(
+            "==> connect:   {} → {}",
+            route["name"].as_str().unwrap_or_default(),
+            route["address"].as_str().unwrap_or_default()
+        );
+    }
+    if let Some(all) = &joined.all_ports {
+        println!("==> connect:   every port of {all} → {}", joined.machine_ip);
+    }
+    if let Some(socks) = socks {
+        println!("==> connect: SOCKS address: {socks}");
+    }
+    println!("==> connect: Press Ctrl-C to stop connection.");
+}

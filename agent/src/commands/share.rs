@@ -1,0 +1,309 @@
+//! `connect share`: snapshot the exposed services, make a code here, register the share
+//! with the hub by its lookup value only; `--list`, `--info CODE`, `--revoke CODE`.
+
+use std::process::ExitCode;
+
+use connect_api::{CreateShareRequest, Protocol, Route, Share, ShareState};
+use serde_json::json;
+
+use super::Context;
+use crate::cli::ShareArgs;
+use crate::code::{Role, ShareCode};
+use crate::config::LocalShare;
+use crate::error::Fail;
+use crate::output;
+
+/// Ports users serve HTTP on, in the order they are tried.
+const HTTP_PORTS: [u16; 5] = [80, 3000, 5000, 8000, 8080];
+const HTTP_NAMES: [&str; 4] = ["http", "web", "api", "app"];
+
+/// Which service gets the public URL, and why.
+pub fn pick_http(
+    routes: &[Route],
+    args_port: Option<u16>,
+    disabled: bool,
+) -> (Option<u16>, String) {
+    if disabled {
+        return (None, "disabled by --disable-http".into());
+    }
+    if let Some(port) = args_port {
+        return (Some(port), "--http-port".into());
+    }
+    let tcp = || routes.iter().filter(|r| r.protocol == Protocol::Tcp);
+    if let Some(route) = tcp().find(|r| HTTP_NAMES.contains(&r.name.to_ascii_lowercase().as_str()))
+    {
+        return (Some(route.port), format!("service named {}", route.name));
+    }
+    for port in HTTP_PORTS {
+        if let Some(route) = tcp().find(|r| r.port == port) {
+            return (Some(port), format!("{} is on port {port}", route.name));
+        }
+    }
+    (
+        None,
+        "no service looks like HTTP (name http/web/api/app, or port 80, 3000, 5000, 8000, 8080)"
+            .into(),
+    )
+}
+
+fn code_of(text: &str) -> Result<ShareCode, Fail> {
+    ShareCode::parse(text).ok_or(Fail::ShareNotFound)
+}
+
+pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
+    if let Some(text) = &args.revoke {
+        let code = code_of(text)?;
+        ctx.agent_hub()?.revoke(&code.lookup()).await?;
+        if ctx.json {
+            output::json(&json!({ "code": code.to_string(), "state": "revoked" }));
+        } else {
+            println!("[ok] Share {code} revoked.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(text) = &args.info {
+        return info(ctx, &code_of(text)?).await;
+    }
+    if args.list {
+        return list(ctx).await;
+    }
+    create(ctx, args).await
+}
+
+async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
+    let expires = match &args.expires {
+        Some(text) => connect_api::parse_duration(text).ok_or(Fail::InvalidExpires)?,
+        None => std::time::Duration::from_secs(24 * 3600),
+    };
+    if args.ssh {
+        return Err(
+            Fail::Usage("SSH sharing (--ssh) is not available in this version yet".into()).into(),
+        );
+    }
+    let hub = ctx.agent_hub()?;
+    let routes = hub.services().await?;
+    let all_ports = args
+        .all_ports
+        .then(|| args.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()));
+    let (http_port, why) = pick_http(&routes, args.http_port, args.disable_http);
+    if let Some(port) = args.http_port
+        && all_ports.is_none()
+        && !routes
+            .iter()
+            .any(|r| r.protocol == Protocol::Tcp && r.port == port)
+    {
+        return Err(
+            Fail::Usage(format!("--http-port {port} is not an exposed TCP service")).into(),
+        );
+    }
+    let key = super::up::load_key(&ctx.paths)?;
+    let code = ShareCode::generate();
+    let request = CreateShareRequest {
+        name: args.name.clone(),
+        lookup: code.lookup(),
+        expires_in_secs: expires.as_secs(),
+        routes: routes.clone(),
+        all_ports: all_ports.clone(),
+        http_port,
+        key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
+    };
+    let share = hub.create_share(&request).await?;
+    let mut local = ctx.paths.local_shares()?;
+    let now = time::OffsetDateTime::now_utc();
+    local.retain(|s| s.expires_at > now);
+    local.push(LocalShare {
+        code: code.to_string(),
+        lookup: share.lookup.clone(),
+        name: share.name.clone(),
+        machine_ip: share.machine_ip,
+        routes: routes.clone(),
+        all_ports: all_ports.clone(),
+        expires_at: share.expires_at,
+    });
+    ctx.paths.save_local_shares(&local)?;
+    if ctx.json {
+        output::json(&json!({
+            "code": code.to_string(),
+            "name": share.name,
+            "url": share.url,
+            "expires_at": output::rfc3339(share.expires_at),
+            "routes": routes,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("[ok] Environment share created!");
+    println!("Share Code: {code}");
+    println!("Name: {}", share.name);
+    match &share.url {
+        Some(url) => println!(
+            "URL: {url}  (HTTP port {}: {why})",
+            http_port.unwrap_or_default()
+        ),
+        None => println!("URL: none ({why})"),
+    }
+    println!("Machine IP: {}", share.machine_ip);
+    println!("Your teammate can join with:");
+    println!("  connect join {code}");
+    print_routes(&routes, all_ports.as_deref());
+    if routes.is_empty() && all_ports.is_none() {
+        println!("Expose services first:");
+        println!("  connect expose localhost:5432 --name postgres");
+        println!("  connect share");
+    }
+    println!("{}", output::expires_line(share.expires_at, now));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_routes(routes: &[Route], all_ports: Option<&str>) {
+    if routes.is_empty() && all_ports.is_none() {
+        println!("Routes being shared: (none)");
+        return;
+    }
+    println!("Routes being shared:");
+    for route in routes {
+        let proto = if route.protocol == Protocol::Udp {
+            " (udp)"
+        } else {
+            ""
+        };
+        println!("  • {} → {}{proto}", route.name, route.target);
+    }
+    if let Some(host) = all_ports {
+        println!("  • every port → {host}");
+    }
+}
+
+async fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let shares = ctx.agent_hub()?.shares().await?;
+    let codes = ctx.paths.local_shares()?;
+    let code_for = |share: &Share| {
+        codes
+            .iter()
+            .find(|l| l.lookup == share.lookup)
+            .map(|l| l.code.clone())
+    };
+    if ctx.json {
+        let shares: Vec<_> = shares
+            .iter()
+            .map(|s| {
+                json!({
+                    "code": code_for(s),
+                    "name": s.name,
+                    "routes": s.routes,
+                    "joined": s.joined,
+                    "expires_at": output::rfc3339(s.expires_at),
+                    "state": s.state,
+                })
+            })
+            .collect();
+        output::json(&json!({ "shares": shares }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let active: Vec<&Share> = shares
+        .iter()
+        .filter(|s| s.state == ShareState::Active)
+        .collect();
+    if active.is_empty() {
+        println!("No active shares. Create one with: connect share");
+    } else {
+        println!("Active Environment Shares");
+    }
+    for share in active {
+        let code = code_for(share).unwrap_or_else(|| share.public_name.clone());
+        println!("{code} ({})", share.name);
+        println!(
+            "  Routes: {} | Joined: {} | Expires: {}",
+            share.routes.len(),
+            share.joined,
+            output::short(share.expires_at - now)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn info(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
+    let info = ctx.agent_hub()?.share_info(&code.lookup()).await?;
+    if ctx.json {
+        output::json(&json!({
+            "code": code.to_string(),
+            "name": info.share.name,
+            "state": info.share.state,
+            "routes": info.share.routes,
+            "joins": info.joins.iter().map(|j| json!({"agent": j.agent, "at": output::rfc3339(j.at), "from": j.from})).collect::<Vec<_>>(),
+            "http_log": info.http_log.iter().map(|h| json!({
+                "at": output::rfc3339(h.at), "method": h.method, "path": h.path,
+                "status": h.status, "bytes": h.bytes, "client": h.client,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let share = &info.share;
+    println!("Share {code} ({})", share.name);
+    println!("State: {}", share.state);
+    println!("Machine IP: {}", share.machine_ip);
+    if let Some(url) = &share.url {
+        println!("URL: {url}");
+    }
+    print_routes(&share.routes, share.all_ports.as_deref());
+    println!(
+        "{}",
+        output::expires_line(share.expires_at, time::OffsetDateTime::now_utc())
+    );
+    if info.joins.is_empty() {
+        println!("Joins: none yet");
+    } else {
+        println!("Joins:");
+        for join in &info.joins {
+            println!(
+                "  • {} at {} from {}",
+                join.agent,
+                output::gmt(join.at),
+                join.from
+            );
+        }
+    }
+    if !info.http_log.is_empty() {
+        println!("HTTP access log:");
+        for entry in &info.http_log {
+            println!(
+                "  {} {} {} {} {} bytes {}",
+                output::rfc3339(entry.at),
+                entry.client,
+                entry.method,
+                entry.path,
+                entry.status,
+                entry.bytes
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, port: u16) -> Route {
+        Route {
+            name: name.into(),
+            target: format!("localhost:{port}"),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn the_http_service_is_chosen_by_flag_then_name_then_port() {
+        let routes = [
+            route("postgres", 5432),
+            route("frontend", 3000),
+            route("api", 9000),
+        ];
+        assert_eq!(pick_http(&routes, None, false).0, Some(9000));
+        assert_eq!(pick_http(&routes[..2], None, false).0, Some(3000));
+        assert_eq!(pick_http(&routes[..1], None, false).0, None);
+        assert_eq!(pick_http(&routes, Some(5432), false).0, Some(5432));
+        assert_eq!(pick_http(&routes, None, true).0, None);
+    }
+}

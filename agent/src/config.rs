@@ -1,0 +1,146 @@
+//! The agent's files: `config.toml` and, beside it, the private key, the API token, the
+//! shares this machine made (with their codes) and the control socket of a running agent.
+//! Secrets are written 0600 and never leave the machine (the token goes only to the hub).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use connect_api::Route;
+use serde::{Deserialize, Serialize};
+
+/// The documented settings of `config.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// Hub URL used when neither --hub nor CONNECT_HUB is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+    /// This agent's name on the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Set by `connect up` on registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// A share made on this machine: the code and the routes it serves are only here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalShare {
+    pub code: String,
+    pub lookup: String,
+    pub name: String,
+    pub machine_ip: std::net::Ipv4Addr,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub all_ports: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config: PathBuf,
+    pub dir: PathBuf,
+}
+
+pub const DEFAULT_HUB: &str = "http://127.0.0.1:7070";
+
+impl Paths {
+    /// `--config` / CONNECT_CONFIG, else `$XDG_CONFIG_HOME/connect/config.toml`.
+    pub fn new(config: Option<PathBuf>) -> anyhow::Result<Self> {
+        let config = match config {
+            Some(path) => path,
+            None => {
+                let base = std::env::var_os("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config"))
+                    })
+                    .context(
+                        "cannot find a config directory: set HOME, XDG_CONFIG_HOME or --config",
+                    )?;
+                base.join("connect").join("config.toml")
+            }
+        };
+        let dir = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok(Self { config, dir })
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("private.key")
+    }
+
+    pub fn token(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    pub fn shares(&self) -> PathBuf {
+        self.dir.join("shares.json")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    pub fn load(&self) -> anyhow::Result<Config> {
+        match std::fs::read_to_string(&self.config) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("cannot read {}", self.config.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", self.config.display())),
+        }
+    }
+
+    pub fn save(&self, config: &Config) -> anyhow::Result<()> {
+        let text = toml::to_string(config).context("cannot encode the config")?;
+        write_private(&self.config, text.as_bytes())
+    }
+
+    pub fn token_value(&self) -> Option<String> {
+        std::fs::read_to_string(self.token())
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
+    pub fn local_shares(&self) -> anyhow::Result<Vec<LocalShare>> {
+        match std::fs::read_to_string(self.shares()) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("cannot read {}", self.shares().display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => {
+                Err(err).with_context(|| format!("cannot read {}", self.shares().display()))
+            }
+        }
+    }
+
+    pub fn save_local_shares(&self, shares: &[LocalShare]) -> anyhow::Result<()> {
+        let text = serde_json::to_vec_pretty(shares).context("cannot encode shares")?;
+        write_private(&self.shares(), &text)
+    }
+}
+
+/// Writes a file readable by its owner only, replacing it atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

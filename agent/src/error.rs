@@ -1,0 +1,38 @@
+//! The failures users see, each with the one line and the hint the contract names.
+
+/// A failure the CLI explains in its own words. Anything else is reported as
+/// `[x] <context>: <cause>`.
+#[derive(Debug, thiserror::Error)]
+pub enum Fail {
+    #[error("Agent not configured")]
+    NotConfigured,
+    #[error("Cannot connect to hub at {0}")]
+    HubUnreachable(String),
+    #[error("Share code not found, expired or revoked")]
+    ShareNotFound,
+    #[error("Invalid expires format. Use: 1h, 4h, 24h, 7d, etc.")]
+    InvalidExpires,
+    #[error("{0}")]
+    Hub(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("The hub sent a key that the share code does not vouch for; refusing to connect")]
+    ForgedSharer,
+    #[error("The agent is not running")]
+    NotRunning,
+}
+
+impl Fail {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Fail::NotConfigured => Some("Run: connect up --auth-key KEY (once), then try again."),
+            Fail::HubUnreachable(_) => Some(
+                "Make sure the hub is running and accessible.\nCheck:\n  - Internet connection\n  - Hub URL is correct (--hub or CONNECT_HUB)\n  - Agent is authenticated: connect up",
+            ),
+            Fail::ShareNotFound => Some("Ask your teammate for a fresh code: connect share"),
+            Fail::InvalidExpires => Some("Use valid format: connect share --expires 14d"),
+            Fail::NotRunning => Some("Start it with: connect up"),
+            Fail::Hub(_) | Fail::Usage(_) | Fail::ForgedSharer => None,
+        }
+    }
+}

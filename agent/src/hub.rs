@@ -1,0 +1,190 @@
+//! A typed client of the hub's API over `connect-api`, mapping transport and API errors
+//! to the lines users see.
+
+use std::time::Duration;
+
+use connect_api::*;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Fail;
+
+#[derive(Clone)]
+pub struct Hub {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Hub {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Fail::Usage(format!(
+                "Hub URL must start with http:// or https://: {base}"
+            ))
+            .into());
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self { base, http, token })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn with_token(&self, token: String) -> Self {
+        Self {
+            token: Some(token),
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|_| Fail::HubUnreachable(self.base.clone()))?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json::<T>().await.map_err(|err| {
+                Fail::Hub(format!(
+                    "The hub sent an answer this agent does not understand: {err}"
+                ))
+                .into()
+            });
+        }
+        let body: Option<ErrorBody> = response.json().await.ok();
+        let message =
+            body.map_or_else(|| format!("The hub answered {status}"), |b| b.error.message);
+        Err(match status.as_u16() {
+            401 => Fail::NotConfigured,
+            404 if message.contains("share") => Fail::ShareNotFound,
+            _ => Fail::Hub(capitalize(&message)),
+        }
+        .into())
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn register(&self, request: &RegisterRequest) -> anyhow::Result<RegisterResponse> {
+        self.post(routes::AGENTS, request).await
+    }
+
+    pub async fn me(&self) -> anyhow::Result<AgentInfo> {
+        self.get(routes::ME).await
+    }
+
+    pub async fn services(&self) -> anyhow::Result<Vec<Route>> {
+        Ok(self.get::<ServiceList>(routes::SERVICES).await?.services)
+    }
+
+    pub async fn add_service(&self, route: &Route) -> anyhow::Result<Route> {
+        self.post(routes::SERVICES, route).await
+    }
+
+    pub async fn remove_service(&self, name: &str) -> anyhow::Result<()> {
+        let path = routes::SERVICE.replace("{name}", name);
+        let response = self
+            .request(reqwest::Method::DELETE, &path)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|_| Fail::HubUnreachable(self.base.clone()))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => Err(Fail::NotConfigured.into()),
+            404 => Err(Fail::Usage(format!("No exposed service named {name}")).into()),
+            status => Err(Fail::Hub(format!("The hub answered {status}")).into()),
+        }
+    }
+
+    pub async fn create_share(&self, request: &CreateShareRequest) -> anyhow::Result<Share> {
+        self.post(routes::SHARES, request).await
+    }
+
+    pub async fn shares(&self) -> anyhow::Result<Vec<Share>> {
+        Ok(self.get::<ShareList>(routes::SHARES).await?.shares)
+    }
+
+    pub async fn share_info(&self, lookup: &str) -> anyhow::Result<ShareInfo> {
+        self.get(&routes::SHARE.replace("{lookup}", lookup)).await
+    }
+
+    pub async fn revoke(&self, lookup: &str) -> anyhow::Result<Share> {
+        self.send(self.request(
+            reqwest::Method::POST,
+            &routes::SHARE_REVOKE.replace("{lookup}", lookup),
+        ))
+        .await
+        .map_err(|err| match err.downcast_ref::<Fail>() {
+            Some(Fail::Hub(message)) if message.contains("ended") => Fail::ShareNotFound.into(),
+            _ => err,
+        })
+    }
+
+    pub async fn join(&self, request: &JoinRequest) -> anyhow::Result<JoinResponse> {
+        self.post(routes::JOIN, request).await
+    }
+
+    /// The agent's event stream; ends when the connection drops.
+    pub async fn stream(&self) -> anyhow::Result<impl Stream<Item = StreamEvent> + use<>> {
+        let response = self
+            .request(reqwest::Method::GET, routes::STREAM)
+            .send()
+            .await
+            .map_err(|_| Fail::HubUnreachable(self.base.clone()))?;
+        if response.status().as_u16() == 401 {
+            return Err(Fail::NotConfigured.into());
+        }
+        if !response.status().is_success() {
+            return Err(Fail::Hub(format!(
+                "The hub refused the event stream: {}",
+                response.status()
+            ))
+            .into());
+        }
+        use eventsource_stream::Eventsource;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|event| async move {
+                let event = event.ok()?;
+                serde_json::from_str::<StreamEvent>(&event.data).ok()
+            }))
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

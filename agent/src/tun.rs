@@ -1,0 +1,21 @@
+//! The joiner's TUN interface (tun-rs): the joiner's tunnel address, point-to-point to
+//! the shared machine, so the only route it adds is to that one address. The interface
+//! and its route vanish with the device when the process ends.
+
+use std::net::Ipv4Addr;
+
+pub struct Tun {
+    pub device: tun_rs::AsyncDevice,
+    pub name: String,
+}
+
+/// # Errors
+/// Without CAP_NET_ADMIN (or /dev/net/tun) this fails; the caller falls back to user space.
+pub fn create(local: Ipv4Addr, machine: Ipv4Addr, mtu: u16) -> std::io::Result<Tun> {
+    let device = tun_rs::DeviceBuilder::new()
+        .ipv4(local, 32u8, Some(machine))
+        .mtu(mtu)
+        .build_async()?;
+    let name = device.name()?;
+    Ok(Tun { device, name })
+}
