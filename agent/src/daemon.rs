@@ -57,13 +57,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
     let mut config = NodeConfig::new(keys.secret.clone());
     config.addresses = live_addresses(&ctx.paths.local_shares()?);
     let net = Netstack::spawn(config, socket).context("cannot start the tunnel")?;
-    let relay_addr = resolve(&me.relay).await?;
-    net.set_relay(RelayConfig {
-        addr: relay_addr,
+    let relay = RelayConfig {
+        addr: resolve(&me.relay).await?,
         slot: me.relay_id,
         key: relay::relay_key(&token),
-    })
-    .await?;
+    };
+    net.set_relay(relay.clone()).await?;
 
     let socket_path = ctx.paths.socket();
     if crate::commands::control::ask(&socket_path, "status")
@@ -101,7 +100,14 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
             input = events.recv() => match input {
                 Some(Input::Event(event)) => agent.apply(event).await,
-                Some(Input::Connected(up)) => agent.hub_connected = up,
+                Some(Input::Connected(up)) => {
+                    agent.hub_connected = up;
+                    // A restarted hub forgot our relay binding: bind again now rather
+                    // than at the next 15 s refresh.
+                    if up {
+                        let _ = net.set_relay(relay.clone()).await;
+                    }
+                }
                 None => break,
             },
             accepted = control.accept() => {

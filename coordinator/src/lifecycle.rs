@@ -9,6 +9,9 @@ use crate::relay::RelayUpdate;
 use crate::state::AppState;
 use crate::store::StoreError;
 
+/// How long an ended share's relay pairs stay open for the goodbye resets.
+const RELAY_GOODBYE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ends an active share. Returns false when it had already ended.
 ///
 /// # Errors
@@ -30,15 +33,23 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         .agent(&share.agent_id)
         .await?
         .map(|a| a.relay_id);
+    let mut pairs = Vec::new();
     for join in state.store.joins_of(lookup).await? {
         state.subscribers.publish(&join.agent_id, &event);
         if let Some(sharer_slot) = sharer_slot {
-            let _ = state
-                .relay
-                .send(RelayUpdate::Disallow(sharer_slot, join.relay_id))
-                .await;
+            pairs.push(RelayUpdate::Disallow(sharer_slot, join.relay_id));
         }
     }
+    // The relay closes the pairs a moment later, so the resets the sharer sends its
+    // joiners on hearing of the end still get through and their connections fail at
+    // once instead of hanging.
+    let relay = state.relay.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RELAY_GOODBYE).await;
+        for update in pairs {
+            let _ = relay.send(update).await;
+        }
+    });
     tracing::info!(share = %share.public_name, state = %to, "share ended");
     Ok(true)
 }

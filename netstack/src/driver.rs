@@ -471,23 +471,31 @@ impl Driver {
     }
 
     /// A datagram from the socket: relay frames are unwrapped, the rest is WireGuard.
+    ///
+    /// Frames are recognised by their magic, not by their source address: a hub bound to
+    /// a wildcard address answers from whichever of its addresses faces us. Nothing is
+    /// trusted for it: relayed payloads are WireGuard and authenticate themselves, and a
+    /// forged bind answer changes only the address `status` reports.
     fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
-        let Some(relay) = self.relay.as_mut().filter(|r| r.config.addr == from) else {
-            self.node.handle_datagram(from, datagram, now);
-            return;
+        let frame = match self.relay.as_ref() {
+            Some(_) => relay::parse(datagram),
+            None => None,
         };
-        match relay::parse(datagram) {
+        match frame {
             Some(relay::Frame::Data { slot, payload }) => {
                 self.node
                     .handle_datagram(relay::synthetic_endpoint(slot), payload, now);
             }
             Some(relay::Frame::BindAck { observed, .. }) => {
-                if relay.observed != Some(observed) {
-                    tracing::info!(%observed, "relay sees us at");
+                if let Some(relay) = self.relay.as_mut() {
+                    if relay.observed != Some(observed) {
+                        tracing::info!(%observed, "relay sees us at");
+                    }
+                    relay.observed = Some(observed);
                 }
-                relay.observed = Some(observed);
             }
-            Some(relay::Frame::Bind { .. }) | None => {}
+            Some(relay::Frame::Bind { .. }) => {}
+            None => self.node.handle_datagram(from, datagram, now),
         }
     }
 

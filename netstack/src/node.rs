@@ -199,11 +199,52 @@ impl Node {
     /// # Errors
     /// [`Error::UnknownPeer`] when no such peer is configured.
     pub fn remove_peer(&mut self, key: &PublicKey) -> Result<(), Error> {
-        let (index, _) = self.sessions.remove(key).ok_or(Error::UnknownPeer)?;
-        for id in self.flows.of_peer(index) {
+        let index = self.sessions.index_of(key).ok_or(Error::UnknownPeer)?;
+        let flows = self.flows.of_peer(index);
+        self.reset_flows_of(index, &flows);
+        self.sessions.remove(key);
+        for id in flows {
             self.end_flow(id, CloseReason::PeerRemoved);
         }
         Ok(())
+    }
+
+    /// Sends an RST for each of the peer's TCP flows while its session still exists, so
+    /// the far side's applications (a kernel TCP behind a TUN joiner) learn at once that
+    /// the connection is gone instead of waiting on a silent socket.
+    fn reset_flows_of(&mut self, index: u32, flows: &[FlowId]) {
+        let mut any = false;
+        for id in flows {
+            if let Some(Flow {
+                kind: FlowKind::Tcp(tcp),
+                ..
+            }) = self.flows.get_mut(*id)
+            {
+                self.stack.tcp(tcp.handle).abort();
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        self.stack.poll(self.now);
+        let mut others = std::collections::VecDeque::new();
+        let mut sealed = vec![0u8; MIN_DST.max(self.config.mtu + OVERHEAD)];
+        while let Some(packet) = self.stack.device.tx.pop_front() {
+            let for_peer = packet::ipv4_addresses(&packet)
+                .and_then(|(_, dst)| self.sessions.route_ipv4(dst))
+                == Some(index);
+            if !for_peer {
+                others.push_back(packet);
+                continue;
+            }
+            if let Some(transmit) = self.seal(&packet, &mut sealed) {
+                self.control
+                    .push_back((transmit.dst, sealed[..transmit.len].to_vec()));
+            }
+            self.stack.device.pool.give(packet);
+        }
+        self.stack.device.tx = others;
     }
 
     /// Starts the WireGuard handshake with a peer now instead of with its first packet.

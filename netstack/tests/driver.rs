@@ -234,11 +234,10 @@ async fn removing_the_peer_cuts_a_live_connection() {
     within("echo", stream.read_exact(&mut pong)).await.unwrap();
     sharer.remove_peer(PublicKey::from(&key(2))).await.unwrap();
     assert_eq!(sharer.stats().await.unwrap().flows, 0);
-    stream.write_all(b"ping").await.unwrap();
-    // No answer can come back now.
-    let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut pong)).await;
+    // The joiner's side is reset at once, not left waiting on a silent connection.
+    let read = within("reset", stream.read(&mut pong)).await;
     assert!(
-        read.is_err(),
-        "data arrived after the peer was removed: {read:?}"
+        matches!(read, Ok(0) | Err(_)),
+        "data after the peer was removed: {read:?}"
     );
 }

@@ -1,1 +1,327 @@
-//! placeholder
+//! The harness of the end-to-end tests, after the kernel's WireGuard `netns.sh`: network
+//! namespaces with unique names, veth links, real processes, and RAII guards that delete
+//! what they made by name and stop what they started by PID. Readiness is polled (health
+//! endpoints, exit codes, a JSON line), never slept for.
+//!
+//! Topology: a `hub` namespace is the "internet"; every other host has its own namespace
+//! and one veth link to the hub namespace, with the hub as its default gateway. The hub
+//! does not forward, so hosts reach each other only through the relay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a command and panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The workspace's built binaries (`target/<profile>/`), next to this test's `deps/`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run cargo build --workspace first",
+        path.display()
+    );
+    path
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// One network namespace; deleted by name on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Self { name }
+    }
+
+    /// A command inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    pub fn output(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("cannot run ip netns exec")
+    }
+
+    pub fn ok(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
+        let program = program.as_ref().to_owned();
+        let output = self.output(&program, args);
+        assert!(
+            output.status.success(),
+            "{:?} {args:?} in {} failed: {}{}",
+            program,
+            self.name,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A process started by a test; stopped by PID (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits for exit up to `limit`; `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Reads stdout lines until one parses as JSON; panics after `limit`.
+    pub fn json_line(&mut self, limit: Duration) -> serde_json::Value {
+        let stdout = self.child.stdout.take().expect("stdout not piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(value);
+                    return;
+                }
+            }
+        });
+        rx.recv_timeout(limit).unwrap_or_else(|_| {
+            panic!(
+                "{} printed no JSON line in {limit:?}; log:\n{}",
+                self.what,
+                self.log_text()
+            )
+        })
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("TERM");
+            if self.wait_exit(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` until it holds; panics with `what` after `limit`.
+pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The test network: a hub namespace and hosts hanging off it.
+pub struct Net {
+    prefix: String,
+    pub hub: Netns,
+    pub dir: PathBuf,
+    hosts: u8,
+}
+
+pub struct Host {
+    pub ns: Netns,
+    pub ip: String,
+}
+
+impl Net {
+    pub fn new(tag: &str) -> Self {
+        let prefix = format!("c{}{tag}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("connect-e2e-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hub = Netns::new(format!("{prefix}-hub"));
+        Self {
+            prefix,
+            hub,
+            dir,
+            hosts: 0,
+        }
+    }
+
+    /// A host in its own namespace, on 10.77.N.2/24 with the hub at 10.77.N.1.
+    pub fn host(&mut self, role: &str) -> Host {
+        self.hosts += 1;
+        let n = self.hosts;
+        let ns = Netns::new(format!("{}-{role}", self.prefix));
+        let (a, b) = (
+            format!("{}h{n}", self.prefix),
+            format!("{}x{n}", self.prefix),
+        );
+        run(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        run("ip", &["link", "set", &a, "netns", &self.hub.name]);
+        run("ip", &["link", "set", &b, "netns", &ns.name]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.hub.name,
+                "addr",
+                "add",
+                &format!("10.77.{n}.1/24"),
+                "dev",
+                &a,
+            ],
+        );
+        run("ip", &["-n", &self.hub.name, "link", "set", &a, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("10.77.{n}.2/24"),
+                "dev",
+                &b,
+            ],
+        );
+        run("ip", &["-n", &ns.name, "link", "set", &b, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.name,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.77.{n}.1"),
+            ],
+        );
+        Host {
+            ns,
+            ip: format!("10.77.{n}.2"),
+        }
+    }
+
+    /// The hub's address as seen from host `n` (each link has its own).
+    pub fn hub_ip(n: u8) -> String {
+        format!("10.77.{n}.1")
+    }
+
+    /// Starts `program args` in `ns` with output to a log file.
+    pub fn spawn(
+        &self,
+        ns: &Netns,
+        what: &str,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        pipe_stdout: bool,
+    ) -> Proc {
+        let log = self.dir.join(format!("{what}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = ns.command(program);
+        command
+            .args(args)
+            .stderr(file.try_clone().unwrap())
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        if pipe_stdout {
+            command.stdout(Stdio::piped());
+        } else {
+            command.stdout(file);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        Proc {
+            child,
+            log,
+            what: what.to_owned(),
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Namespaces go with their guards; veth ends vanish with them.
+        if std::env::var_os("CONNECT_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

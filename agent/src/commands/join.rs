@@ -27,6 +27,8 @@ use crate::output;
 
 const MTU: u16 = 1420;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a joiner lingers after its share ended, for the sharer's resets.
+const GOODBYE: Duration = Duration::from_secs(1);
 
 struct Forward {
     name: String,
@@ -136,6 +138,11 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
             },
         }
     };
+    if ended.is_some() {
+        // The sharer resets our connections as it drops us; keep the interface up a
+        // moment so those resets reach the applications instead of a vanished device.
+        tokio::time::sleep(GOODBYE).await;
+    }
     drop(net);
     match ended {
         None => {

@@ -1,0 +1,694 @@
+//! The real binaries in network namespaces, with Debian's PostgreSQL, Redis, dnsmasq and
+//! an HTTP server on the sharer and their real clients on the joiners. Root-only tests
+//! are `#[ignore = "needs root"]`; scripts/test.sh runs them as root in CI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use connect_e2e::*;
+use serde_json::Value;
+
+const HUB_PORT: u16 = 7070;
+
+struct Sharer {
+    host: Host,
+    config: String,
+}
+
+/// Starts the hub in the hub namespace and waits for /healthz.
+fn start_hub(net: &Net, data: &Path) -> Proc {
+    let data = data.to_str().unwrap().to_owned();
+    let hub = net.spawn(
+        &net.hub,
+        "hub",
+        &binary("connect-coordinator"),
+        &[
+            "--listen",
+            &format!("0.0.0.0:{HUB_PORT}"),
+            "--insecure",
+            "--open-registration",
+            "--data-dir",
+            &data,
+            "--public-url",
+            &format!("http://{}:{HUB_PORT}", Net::hub_ip(1)),
+        ],
+        &[],
+        false,
+    );
+    let url = format!("http://127.0.0.1:{HUB_PORT}/healthz");
+    eventually("hub healthy", Duration::from_secs(20), || {
+        net.hub
+            .output("curl", &["-sf", "-m", "1", &url])
+            .status
+            .success()
+    });
+    hub
+}
+
+fn hub_url() -> String {
+    format!("http://{}:{HUB_PORT}", Net::hub_ip(1))
+}
+
+fn connect(ns: &Netns, config: &str, args: &[&str]) -> std::process::Output {
+    let hub = hub_url();
+    let mut all = vec!["--hub", hub.as_str(), "--config", config];
+    all.extend_from_slice(args);
+    ns.output(binary("connect"), &all)
+}
+
+fn connect_ok(ns: &Netns, config: &str, args: &[&str]) -> String {
+    let output = connect(ns, config, args);
+    assert!(
+        output.status.success(),
+        "connect {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn start_agent(net: &Net, sharer: &Sharer) -> Proc {
+    let agent = net.spawn(
+        &sharer.host.ns,
+        "agent",
+        &binary("connect"),
+        &[
+            "--hub",
+            &hub_url(),
+            "--config",
+            &sharer.config,
+            "up",
+            "--name",
+            "alice",
+        ],
+        &[],
+        false,
+    );
+    eventually("agent up", Duration::from_secs(20), || {
+        connect(&sharer.host.ns, &sharer.config, &["status"])
+            .status
+            .success()
+    });
+    agent
+}
+
+fn join(net: &Net, host: &Host, what: &str, code: &str, extra: &[&str]) -> (Proc, Value) {
+    let config = net.dir.join(format!("{what}/config.toml"));
+    let config = config.to_str().unwrap();
+    let hub = hub_url();
+    let mut args = vec![
+        "--hub",
+        hub.as_str(),
+        "--config",
+        config,
+        "--json",
+        "join",
+        code,
+    ];
+    args.extend_from_slice(extra);
+    let mut proc = net.spawn(&host.ns, what, &binary("connect"), &args, &[], true);
+    let ready = proc.json_line(Duration::from_secs(30));
+    (proc, ready)
+}
+
+fn address_of(ready: &Value, name: &str) -> String {
+    ready["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no route {name} in {ready}"))["address"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn split(address: &str) -> (String, String) {
+    let (host, port) = address.rsplit_once(':').unwrap();
+    (host.to_owned(), port.to_owned())
+}
+
+/// PostgreSQL, Redis, dnsmasq and an HTTP server with a 50 MB file, all on the sharer's
+/// loopback; returns their processes and the file's digest.
+fn start_services(net: &Net, ns: &Netns) -> (Vec<Proc>, String) {
+    let www = net.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let big = www.join("big.bin");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c 52428800 /dev/urandom > {}", big.display()),
+        ],
+    );
+    let digest = sha256_file(&big);
+    let mut procs = vec![net.spawn(
+        ns,
+        "http",
+        Path::new("python3"),
+        &[
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    )];
+    procs.push(net.spawn(
+        ns,
+        "redis",
+        Path::new("redis-server"),
+        &[
+            "--port",
+            "6379",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        &[],
+        false,
+    ));
+    procs.push(net.spawn(
+        ns,
+        "dnsmasq",
+        Path::new("dnsmasq"),
+        &[
+            "--no-daemon",
+            "--port=5353",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--address=/demo.connect/10.9.8.7",
+        ],
+        &[],
+        false,
+    ));
+    // PostgreSQL as the postgres user, trust auth on loopback.
+    let pg = net.dir.join("pg");
+    std::fs::create_dir_all(&pg).unwrap();
+    run("chown", &["postgres", pg.to_str().unwrap()]);
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .max()
+        .unwrap();
+    run(
+        "runuser",
+        &[
+            "-u",
+            "postgres",
+            "--",
+            bin.join("initdb").to_str().unwrap(),
+            "-D",
+            pg.join("data").to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "connect",
+        ],
+    );
+    let pg_data = pg.join("data");
+    procs.push(net.spawn(
+        ns,
+        "postgres",
+        Path::new("runuser"),
+        &[
+            "-u",
+            "postgres",
+            "--",
+            bin.join("postgres").to_str().unwrap(),
+            "-D",
+            pg_data.to_str().unwrap(),
+            "-k",
+            pg.to_str().unwrap(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            "5432",
+        ],
+        &[],
+        false,
+    ));
+    eventually("services ready", Duration::from_secs(30), || {
+        ns.output("redis-cli", &["-h", "127.0.0.1", "ping"])
+            .status
+            .success()
+            && ns
+                .output(
+                    "curl",
+                    &["-sf", "-o", "/dev/null", "http://127.0.0.1:8080/"],
+                )
+                .status
+                .success()
+            && ns
+                .output(
+                    "psql",
+                    &[
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "connect",
+                        "-d",
+                        "postgres",
+                        "-tAc",
+                        "select 1",
+                    ],
+                )
+                .status
+                .success()
+            && ns
+                .output(
+                    "dig",
+                    &[
+                        "@127.0.0.1",
+                        "-p",
+                        "5353",
+                        "demo.connect",
+                        "+short",
+                        "+time=1",
+                        "+tries=1",
+                    ],
+                )
+                .stdout
+                .starts_with(b"10.9.8.7")
+    });
+    (procs, digest)
+}
+
+fn expose_all(sharer: &Sharer) {
+    for (target, name, udp) in [
+        ("localhost:5432", "postgres", false),
+        ("localhost:6379", "redis", false),
+        ("localhost:8080", "web", false),
+        ("127.0.0.1:5353", "dns", true),
+    ] {
+        let mut args = vec!["expose", target, "--name", name];
+        if udp {
+            args.push("--udp");
+        }
+        connect_ok(&sharer.host.ns, &sharer.config, &args);
+    }
+}
+
+fn share(sharer: &Sharer, extra: &[&str]) -> Value {
+    let mut args = vec!["--json", "share", "--name", "staging-env"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&connect_ok(&sharer.host.ns, &sharer.config, &args)).unwrap()
+}
+
+fn new_sharer(net: &mut Net) -> Sharer {
+    let host = net.host("sharer");
+    let config = net
+        .dir
+        .join("sharer/config.toml")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    Sharer { host, config }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_teammate_uses_shared_services_with_ordinary_clients() {
+    assert!(is_root(), "run as root (scripts/test.sh does in CI)");
+    let mut net = Net::new("a");
+    let sharer = new_sharer(&mut net);
+    let joiner = net.host("joiner");
+    let second = net.host("second");
+    let _hub = start_hub(&net, &net.dir.join("hub"));
+    let (_services, digest) = start_services(&net, &sharer.host.ns);
+    let _agent = start_agent(&net, &sharer);
+    expose_all(&sharer);
+    let created = share(&sharer, &["--expires", "1h"]);
+    let code = created["code"].as_str().unwrap().to_owned();
+    assert_eq!(created["routes"].as_array().unwrap().len(), 4);
+
+    // TUN joiner: the shared machine at its static address, every service on its port.
+    let started = Instant::now();
+    let (mut tun_join, ready) = join(&net, &joiner, "joiner", &code, &[]);
+    eprintln!("join ready after {:?}", started.elapsed());
+    assert_eq!(ready["mode"], "tun", "{ready}");
+    let machine = ready["machine_ip"].as_str().unwrap().to_owned();
+    assert!(machine.starts_with("172.16."), "{machine}");
+    let j = &joiner.ns;
+    assert_eq!(
+        j.ok(
+            "psql",
+            &[
+                "-h",
+                &machine,
+                "-U",
+                "connect",
+                "-d",
+                "postgres",
+                "-tAc",
+                "select 42"
+            ]
+        )
+        .trim(),
+        "42"
+    );
+    assert_eq!(j.ok("redis-cli", &["-h", &machine, "ping"]).trim(), "PONG");
+    let download = net.dir.join("download.bin");
+    j.ok(
+        "curl",
+        &[
+            "-sf",
+            "-o",
+            download.to_str().unwrap(),
+            &format!("http://{machine}:8080/big.bin"),
+        ],
+    );
+    assert_eq!(sha256_file(&download), digest, "50 MB download differs");
+    assert_eq!(
+        j.ok(
+            "dig",
+            &[
+                &format!("@{machine}"),
+                "-p",
+                "5353",
+                "demo.connect",
+                "+short",
+                "+time=2",
+                "+tries=3"
+            ]
+        )
+        .trim(),
+        "10.9.8.7"
+    );
+    // A port that is not exposed is refused at once, not left hanging.
+    let refused = Instant::now();
+    let out = j.output(
+        "curl",
+        &["-sS", "-m", "10", &format!("http://{machine}:9999/")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(refused.elapsed() < Duration::from_secs(5));
+
+    // User-space joiner: each route on a loopback address of the share's own.
+    let (mut user_join, ready) = join(&net, &second, "second", &code, &["--no-tun"]);
+    assert_eq!(ready["mode"], "userspace", "{ready}");
+    assert!(ready["interface"].is_null());
+    let (host, port) = split(&address_of(&ready, "redis"));
+    assert!(host.starts_with("127."), "{host}");
+    assert_eq!(
+        second
+            .ns
+            .ok("redis-cli", &["-h", &host, "-p", &port, "ping"])
+            .trim(),
+        "PONG"
+    );
+    let (host, port) = split(&address_of(&ready, "postgres"));
+    assert_eq!(
+        second
+            .ns
+            .ok(
+                "psql",
+                &[
+                    "-h",
+                    &host,
+                    "-p",
+                    &port,
+                    "-U",
+                    "connect",
+                    "-d",
+                    "postgres",
+                    "-tAc",
+                    "select 42"
+                ]
+            )
+            .trim(),
+        "42"
+    );
+    let (host, port) = split(&address_of(&ready, "dns"));
+    assert_eq!(
+        second
+            .ns
+            .ok(
+                "dig",
+                &[
+                    &format!("@{host}"),
+                    "-p",
+                    &port,
+                    "demo.connect",
+                    "+short",
+                    "+time=2",
+                    "+tries=3"
+                ]
+            )
+            .trim(),
+        "10.9.8.7"
+    );
+
+    // Join tracking: both joins, who and from where.
+    let info: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share", "--info", &code],
+    ))
+    .unwrap();
+    assert_eq!(info["joins"].as_array().unwrap().len(), 2, "{info}");
+    assert_eq!(info["state"], "active");
+
+    // Revoke cuts a live download and the joiners within 5 s.
+    let partial = net.dir.join("partial.bin");
+    let mut slow = net.spawn(
+        j,
+        "slow-download",
+        Path::new("curl"),
+        &[
+            "-sS",
+            "--limit-rate",
+            "1M",
+            "-o",
+            partial.to_str().unwrap(),
+            &format!("http://{machine}:8080/big.bin"),
+        ],
+        &[],
+        false,
+    );
+    // The cut must interrupt a transfer that is really moving.
+    eventually("download under way", Duration::from_secs(10), || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() > 256 * 1024)
+    });
+    connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["share", "--revoke", &code],
+    );
+    let revoked = Instant::now();
+    let status = slow
+        .wait_exit(Duration::from_secs(20))
+        .expect("download survived the revoke");
+    assert!(!status.success(), "download finished despite the revoke");
+    let tun_status = tun_join
+        .wait_exit(Duration::from_secs(5))
+        .expect("TUN joiner still running 5 s after revoke");
+    assert_eq!(tun_status.code(), Some(1));
+    assert!(user_join.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(revoked.elapsed() < Duration::from_secs(15));
+    // The TUN interface went with the joiner.
+    let links = j.ok("ip", &["-o", "link"]);
+    assert!(!links.contains("tun"), "interface left behind: {links}");
+    // And the code is dead.
+    let again = connect(
+        j,
+        net.dir.join("joiner/config.toml").to_str().unwrap(),
+        &["join", &code],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .starts_with("[x] Share code not found, expired or revoked")
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
+    assert!(is_root(), "run as root (scripts/test.sh does in CI)");
+    let mut net = Net::new("b");
+    let sharer = new_sharer(&mut net);
+    let joiner = net.host("joiner");
+    let hub_data = net.dir.join("hub");
+    let mut hub = start_hub(&net, &hub_data);
+    let www = net.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from the shared machine\n").unwrap();
+    let _http = net.spawn(
+        &sharer.host.ns,
+        "http",
+        Path::new("python3"),
+        &[
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    let _agent = start_agent(&net, &sharer);
+    connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["expose", "localhost:8080", "--name", "web"],
+    );
+    let created = share(&sharer, &["--expires", "40s"]);
+    let code = created["code"].as_str().unwrap().to_owned();
+
+    hub.signal("KILL");
+    assert!(hub.wait_exit(Duration::from_secs(5)).is_some());
+    drop(hub);
+    let _hub = start_hub(&net, &hub_data);
+
+    let (mut joined, ready) = join(&net, &joiner, "joiner", &code, &["--no-tun"]);
+    let address = address_of(&ready, "web");
+    eventually("page through the tunnel", Duration::from_secs(10), || {
+        joiner
+            .ns
+            .output("curl", &["-sf", "-m", "3", &format!("http://{address}/")])
+            .stdout
+            .starts_with(b"hello from the shared machine")
+    });
+    // Expiry, by the hub's timer, ends the join within 5 s of the deadline.
+    let status = joined
+        .wait_exit(Duration::from_secs(60))
+        .expect("joiner still running after expiry");
+    assert_eq!(status.code(), Some(1));
+    let list: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share", "--list"],
+    ))
+    .unwrap();
+    assert_eq!(list["shares"][0]["state"], "expired", "{list}");
+}
+
+/// A free loopback port for a hub that needs no namespace.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_1() {
+    let dir = std::env::temp_dir().join(format!("connect-e2e-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("hub.log")).unwrap();
+    let mut hub = Proc {
+        child: std::process::Command::new(binary("connect-coordinator"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                dir.join("hub").to_str().unwrap(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("hub.log"),
+        what: "hub".into(),
+    };
+    eventually("hub healthy", Duration::from_secs(20), || {
+        std::process::Command::new("curl")
+            .args(["-sf", "-m", "1", &format!("{hub_url}/healthz")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let config = dir.join("agent/config.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary("connect"))
+            .args(["--hub", &hub_url, "--config", config.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["join", "not-a-code"],
+            "[x] Share code not found, expired or revoked",
+        ),
+        (
+            &["join", "aaaa-bbbb-cccc-dddd"],
+            "[x] Share code not found, expired or revoked",
+        ),
+        (
+            &["share", "--expires", "2weeks"],
+            "[x] Invalid expires format. Use: 1h, 4h, 24h, 7d, etc.",
+        ),
+        (&["share"], "[x] Agent not configured"),
+        (
+            &["expose", "localhost:5432", "--name", "pg"],
+            "[x] Agent not configured",
+        ),
+        (&["expose", "nonsense", "--name", "pg"], "[x] "),
+        (&["--bogus"], "[x] "),
+        (
+            &["share", "--info", "zz"],
+            "[x] Share code not found, expired or revoked",
+        ),
+        (&["up"], "[x] "),
+        (&["status"], ""),
+    ];
+    for (args, expected) in cases {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "connect {args:?}: {stderr}");
+        assert!(stderr.starts_with(expected), "connect {args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "connect {args:?} panicked: {stderr}"
+        );
+    }
+    // A hub that is not there.
+    let output = std::process::Command::new(binary("connect"))
+        .args([
+            "--hub",
+            "http://127.0.0.1:1",
+            "--config",
+            config.to_str().unwrap(),
+            "join",
+            "aaaa-bbbb-cccc-dddd",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .starts_with("[x] Cannot connect to hub at http://127.0.0.1:1")
+    );
+    hub.signal("TERM");
+    assert!(
+        hub.wait_exit(Duration::from_secs(10)).is_some(),
+        "hub ignored SIGTERM"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
