@@ -119,7 +119,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let answer = match line.trim() {
-                    "status" => agent.status(&me.name, hub.url()).await,
+                    "status" => agent.status(&me.name, hub.url(), relay.addr).await,
                     "down" => json!({"up": false}),
                     other => json!({"error": format!("unknown request {other:?}")}),
                 };
@@ -317,7 +317,8 @@ impl Agent<'_> {
         }
     }
 
-    async fn status(&self, name: &str, hub: &str) -> serde_json::Value {
+    /// The contract's `status` shape; a relayed peer's endpoint is the relay it goes via.
+    async fn status(&self, name: &str, hub: &str, relay: SocketAddr) -> serde_json::Value {
         let snapshot = self.net.stats().await.ok();
         let now = time::OffsetDateTime::now_utc();
         let peers: Vec<_> = snapshot
@@ -334,7 +335,7 @@ impl Agent<'_> {
                 json!({
                     "agent": agent,
                     "path": if relayed { "relayed" } else { "direct" },
-                    "endpoint": if relayed { Some(hub_relay(hub)) } else { peer.endpoint.map(|e| e.to_string()) },
+                    "endpoint": if relayed { Some(relay.to_string()) } else { peer.endpoint.map(|e| e.to_string()) },
                     "rx_bytes": peer.rx_bytes,
                     "tx_bytes": peer.tx_bytes,
                     "last_handshake": peer.last_handshake.map(|ago| output::rfc3339(now - ago)),
@@ -351,8 +352,4 @@ impl Agent<'_> {
             "peers": peers,
         })
     }
-}
-
-fn hub_relay(hub: &str) -> String {
-    format!("relay via {hub}")
 }

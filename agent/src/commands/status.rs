@@ -55,7 +55,7 @@ fn print_human(status: &Value) {
     println!("Peers:");
     for peer in peers {
         println!(
-            "  • {} {} via {} rx {} B tx {} B, last handshake {}",
+            "  • {} ({} via {}) rx {} B, tx {} B, last handshake {}",
             text(&peer["agent"]),
             text(&peer["path"]),
             text(&peer["endpoint"]),
