@@ -594,15 +594,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn bad_input_gets_one_line_and_exit_1() {
-    let dir = std::env::temp_dir().join(format!("connect-e2e-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let hub_url = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("hub.log")).unwrap();
-    let mut hub = Proc {
+/// A hub on loopback (no namespace needed), healthy when this returns.
+fn loopback_hub(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    let log = dir.join(format!("hub-{port}.log"));
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let hub = Proc {
         child: std::process::Command::new(binary("connect-coordinator"))
             .args([
                 "--listen",
@@ -610,19 +610,186 @@ fn bad_input_gets_one_line_and_exit_1() {
                 "--data-dir",
                 dir.join("hub").to_str().unwrap(),
             ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .args(extra)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .unwrap(),
-        log: dir.join("hub.log"),
+        log,
         what: "hub".into(),
     };
     eventually("hub healthy", Duration::from_secs(20), || {
         std::process::Command::new("curl")
-            .args(["-sf", "-m", "1", &format!("{hub_url}/healthz")])
+            .args([
+                "-sf",
+                "-m",
+                "1",
+                &format!("http://127.0.0.1:{port}/healthz"),
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     });
+    hub
+}
+
+/// Rewrites the hub's database with python3's sqlite3, as a hostile hub operator could.
+fn tamper(dir: &Path, sql: &str) {
+    let db = dir.join("hub/connect.db");
+    let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); n=c.execute(sys.argv[2]).rowcount; c.commit(); sys.exit(0 if n>0 else 1)";
+    run("python3", &["-c", script, db.to_str().unwrap(), sql]);
+}
+
+/// The security model's two refusals, with a hub that swaps keys: the joiner refuses a
+/// sharer key the code does not vouch for, and the sharer refuses a joiner key the code
+/// does not vouch for. Runs on loopback in user space, so it needs no root.
+#[test]
+fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
+    let dir = std::env::temp_dir().join(format!("connect-e2e-swap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    let mut hub = loopback_hub(&dir, port, &["--open-registration"]);
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    let command = |who: &str, args: &[&str]| {
+        let mut command = std::process::Command::new(binary("connect"));
+        command.args([
+            "--hub",
+            &hub_url,
+            "--config",
+            dir.join(format!("{who}/config.toml")).to_str().unwrap(),
+        ]);
+        command.args(args);
+        command
+    };
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let _agent = Proc {
+        child: command("alice", &["up", "--name", "alice"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("agent.log"),
+        what: "agent".into(),
+    };
+    eventually("agent up", Duration::from_secs(20), || {
+        command("alice", &["status"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let target = format!("127.0.0.1:{echo_port}");
+    assert!(
+        command("alice", &["expose", &target, "--name", "echo"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let share: Value = serde_json::from_slice(
+        &command("alice", &["--json", "share"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let code = share["code"].as_str().unwrap().to_owned();
+
+    // 1. The hub hands joiners another key for the shared machine.
+    hub.signal("KILL");
+    hub.wait_exit(Duration::from_secs(5));
+    let real = query(&dir, "SELECT public_key FROM agents WHERE name = 'alice'");
+    let forged = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    tamper(
+        &dir,
+        &format!("UPDATE agents SET public_key = '{forged}' WHERE name = 'alice'"),
+    );
+    hub = loopback_hub(&dir, port, &["--open-registration"]);
+    let output = command("bob", &["join", &code, "--no-tun"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("[x] The hub sent a key that the share code does not vouch for"),
+        "{stderr}"
+    );
+
+    // 2. The hub lets in a key of its own choosing as a joiner: first an honest join,
+    //    then the hub swaps that joiner's key and restarts so the sharer resyncs.
+    hub.signal("KILL");
+    hub.wait_exit(Duration::from_secs(5));
+    tamper(
+        &dir,
+        &format!("UPDATE agents SET public_key = '{real}' WHERE name = 'alice'"),
+    );
+    hub = loopback_hub(&dir, port, &["--open-registration"]);
+    let mut bob = Proc {
+        child: command("bob", &["--json", "join", &code, "--no-tun"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("bob.log")).unwrap())
+            .spawn()
+            .unwrap(),
+        log: dir.join("bob.log"),
+        what: "bob".into(),
+    };
+    let ready = bob.json_line(Duration::from_secs(30));
+    assert_eq!(ready["mode"], "userspace");
+    hub.signal("KILL");
+    hub.wait_exit(Duration::from_secs(5));
+    tamper(&dir, &format!("UPDATE joins SET public_key = '{forged}'"));
+    let _hub = loopback_hub(&dir, port, &["--open-registration"]);
+    eventually(
+        "the sharer refuses the swapped joiner",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(dir.join("agent.log"))
+                .unwrap_or_default()
+                .contains("Refused a joiner")
+        },
+    );
+    let status: Value = serde_json::from_slice(
+        &command("alice", &["--json", "status"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        status["peers"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    drop(bob);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One value from the hub's database.
+fn query(dir: &Path, sql: &str) -> String {
+    let db = dir.join("hub/connect.db");
+    let script = "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])";
+    String::from_utf8_lossy(&run("python3", &["-c", script, db.to_str().unwrap(), sql]).stdout)
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_1() {
+    let dir = std::env::temp_dir().join(format!("connect-e2e-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    let mut hub = loopback_hub(&dir, port, &[]);
     let config = dir.join("agent/config.toml");
     let run = |args: &[&str]| {
         std::process::Command::new(binary("connect"))
