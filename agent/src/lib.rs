@@ -12,6 +12,7 @@ mod daemon;
 mod error;
 mod hub;
 mod output;
+mod socks;
 mod tun;
 
 use std::process::ExitCode;

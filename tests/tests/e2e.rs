@@ -457,6 +457,39 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
         "10.9.8.7"
     );
 
+    // Its SOCKS5 proxy reaches the shared machine, and nothing else.
+    let socks = ready["socks"]
+        .as_str()
+        .expect("user space join has a SOCKS proxy")
+        .to_owned();
+    let page = second.ns.ok(
+        "curl",
+        &[
+            "-sf",
+            "-m",
+            "10",
+            "--socks5",
+            &socks,
+            &format!("http://{machine}:8080/"),
+        ],
+    );
+    assert!(page.contains("big.bin"), "{page}");
+    let outside = second.ns.output(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "--socks5",
+            &socks,
+            &format!("http://{}:{HUB_PORT}/healthz", Net::hub_ip(1)),
+        ],
+    );
+    assert!(
+        !outside.status.success(),
+        "the SOCKS proxy let a connection out to another host"
+    );
+
     // Join tracking: both joins, who and from where.
     let info: Value = serde_json::from_str(&connect_ok(
         &sharer.host.ns,

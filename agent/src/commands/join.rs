@@ -120,7 +120,17 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
     let (forwards, socks) = if interface.is_some() {
         (Vec::new(), None)
     } else {
-        (userspace_forwards(&net, &joined).await?, None::<SocketAddr>)
+        let forwards = userspace_forwards(&net, &joined).await?;
+        let share_loopback = loopback_for(joined.machine_ip);
+        let listener = crate::socks::bind(args.socks, share_loopback).await?;
+        let socks = listener.local_addr()?;
+        tokio::spawn(crate::socks::serve(
+            listener,
+            net.clone(),
+            joined.machine_ip,
+            share_loopback,
+        ));
+        (forwards, Some(socks))
     };
     report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
 
