@@ -89,9 +89,15 @@ say "Alice: connect status and share --info (join tracking)"
 "$bin/connect" "${alice[@]}" status
 "$bin/connect" "${alice[@]}" share --info "$code"
 
-say "Public URL"
-echo "$url"
-echo "(the hub's reverse proxy for public URLs is being built; see the open issue)"
+say "Public URL: anyone reaches the page through the hub ($url)"
+host=${url#http://}; host=${host%%:*}
+python3 - "$port" "$host" <<'PY'
+import sys, urllib.request
+port, host = sys.argv[1], sys.argv[2]
+request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+print(urllib.request.urlopen(request, timeout=10).read().decode().strip())
+PY
+echo "(with real DNS, *.DOMAIN points at the hub and the URL works in any browser)"
 
 say "Revoke: Bob is cut off"
 "$bin/connect" "${alice[@]}" share --revoke "$code"

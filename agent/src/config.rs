@@ -35,6 +35,9 @@ pub struct LocalShare {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub all_ports: Option<String>,
+    /// The port the hub's public URL reaches, if any.
+    #[serde(default)]
+    pub http_port: Option<u16>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,
 }

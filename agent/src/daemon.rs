@@ -92,7 +92,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         net: &net,
         joiners: HashMap::new(),
         hub_connected: false,
+        hub_peer: me.hub_peer,
+        hub_nets: Vec::new(),
     };
+    agent.sync_hub().await;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -120,6 +123,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
                 }
                 let answer = match line.trim() {
                     "status" => agent.status(&me.name, hub.url(), relay.addr).await,
+                    // `connect share` wrote a new share: serve its address and URL now.
+                    "reload" => {
+                        agent.apply(StreamEvent::ShareCreated { lookup: String::new() }).await;
+                        json!({"reloaded": true})
+                    }
                     "down" => json!({"up": false}),
                     other => json!({"error": format!("unknown request {other:?}")}),
                 };
@@ -211,6 +219,10 @@ struct Agent<'a> {
     net: &'a Netstack,
     joiners: HashMap<[u8; 32], Joiner>,
     hub_connected: bool,
+    /// The hub's own peer, which fetches this machine's public HTTP shares.
+    hub_peer: Option<connect_api::HubPeer>,
+    /// The hub addresses it is configured with, one per public share.
+    hub_nets: Vec<Ipv4Net>,
 }
 
 impl Agent<'_> {
@@ -237,6 +249,11 @@ impl Agent<'_> {
                 self.remove(peer.public_key.0).await;
                 self.add(peer).await;
             }
+            StreamEvent::ShareCreated { .. } => {
+                let shares = self.ctx.paths.local_shares().unwrap_or_default();
+                let _ = self.net.set_addresses(live_addresses(&shares)).await;
+                self.sync_hub().await;
+            }
             StreamEvent::ShareEnded { lookup, state } => {
                 let gone: Vec<[u8; 32]> = self
                     .joiners
@@ -255,7 +272,71 @@ impl Agent<'_> {
                     let _ = self.net.set_addresses(live_addresses(&shares)).await;
                     tracing::info!(%state, "share ended; its joiners are cut off");
                 }
+                self.sync_hub().await;
             }
+        }
+    }
+
+    /// Lets the hub reach exactly the HTTP ports of this machine's live public shares, from
+    /// its `.1` address in each share's block; no public share, no hub peer.
+    async fn sync_hub(&mut self) {
+        let Some(hub) = self.hub_peer else {
+            return;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let shares: Vec<LocalShare> = self
+            .ctx
+            .paths
+            .local_shares()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.expires_at > now && s.http_port.is_some())
+            .collect();
+        let nets: Vec<Ipv4Net> = shares
+            .iter()
+            .filter_map(|s| {
+                let [a, b, c, _] = s.machine_ip.octets();
+                Ipv4Net::new(Ipv4Addr::new(a, b, c, 1), 32).ok()
+            })
+            .collect();
+        if nets == self.hub_nets {
+            return;
+        }
+        let key = PublicKey::from(hub.public_key.0);
+        let _ = self.net.remove_peer(key).await;
+        self.hub_nets = nets.clone();
+        if nets.is_empty() {
+            return;
+        }
+        let mut policy = Policy::default();
+        for share in &shares {
+            let Some(port) = share.http_port else {
+                continue;
+            };
+            let full = policy_of(share);
+            if let Some(route) = full
+                .routes
+                .into_iter()
+                .find(|r| r.protocol == Protocol::Tcp && r.port == port)
+            {
+                policy.routes.push(route);
+            } else if let Some(host) = full.all_ports {
+                policy.routes.push(Route {
+                    protocol: Protocol::Tcp,
+                    port,
+                    target: Target::new(host, port),
+                });
+            }
+        }
+        let config = PeerConfig {
+            public_key: key,
+            allowed_ips: nets,
+            endpoint: Some(relay::synthetic_endpoint(hub.relay_id)),
+            persistent_keepalive: Some(KEEPALIVE_SECS),
+            policy,
+        };
+        if let Err(err) = self.net.add_peer(config).await {
+            tracing::warn!(%err, "cannot add the hub's peer for public URLs");
         }
     }
 
@@ -327,10 +408,11 @@ impl Agent<'_> {
             .unwrap_or_default()
             .into_iter()
             .map(|peer| {
+                let is_hub = self.hub_peer.is_some_and(|h| h.public_key.0 == peer.public_key.to_bytes());
                 let agent = self
                     .joiners
                     .get(&peer.public_key.to_bytes())
-                    .map_or("unknown", |j| j.agent.as_str());
+                    .map_or(if is_hub { "hub (public URLs)" } else { "unknown" }, |j| j.agent.as_str());
                 let relayed = peer.endpoint.and_then(relay::slot_of).is_some();
                 json!({
                     "agent": agent,

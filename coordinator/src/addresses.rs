@@ -11,6 +11,11 @@ fn host(block: u32, host: u8) -> Ipv4Addr {
     Ipv4Addr::from(BASE + (block << 8) + u32::from(host))
 }
 
+/// The hub's own address in a share's block (`.1`), from which it fetches public URLs.
+pub fn hub_ip(block: u32) -> Ipv4Addr {
+    host(block, 1)
+}
+
 pub fn machine_ip(block: u32) -> Ipv4Addr {
     host(block, MACHINE_HOST)
 }

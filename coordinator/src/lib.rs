@@ -9,8 +9,10 @@ mod addresses;
 mod api;
 pub mod cli;
 mod error;
+pub mod hub_peer;
 mod keys;
 pub mod lifecycle;
+mod proxy;
 pub mod relay;
 mod serve;
 pub mod state;
@@ -38,6 +40,11 @@ pub fn app(state: AppState) -> Router {
     api::router()
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(api::uniform_errors))
+        // Public shares first: their bodies are streamed, not limited like the API's.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::route,
+        ))
         .with_state(state)
 }
 
@@ -58,6 +65,7 @@ pub fn state(
         relay,
         metrics: Arc::new(Metrics::default()),
         expiry: Arc::new(Notify::new()),
+        hub_peer: None,
     };
     (state, updates)
 }
@@ -78,6 +86,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let relay = tokio::spawn(relay::run(
         udp,
+        state.hub_peer.as_ref().map(|hub| hub.slot()),
         state.store.clone(),
         state.clock.clone(),
         updates,

@@ -34,6 +34,12 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         .await?
         .map(|a| a.relay_id);
     let mut pairs = Vec::new();
+    if share.http_port.is_some()
+        && let (Some(hub), Some(sharer_slot)) = (&state.hub_peer, sharer_slot)
+    {
+        pairs.push(RelayUpdate::Disallow(sharer_slot, hub.slot()));
+        crate::proxy::resync(state);
+    }
     for join in state.store.joins_of(lookup).await? {
         state.subscribers.publish(&join.agent_id, &event);
         if let Some(sharer_slot) = sharer_slot {

@@ -145,6 +145,7 @@ fn parse_key(hex: &str) -> Option<[u8; 32]> {
 /// Serves the relay on `socket` until cancelled.
 pub async fn run(
     socket: UdpSocket,
+    hub_slot: Option<u64>,
     store: Store,
     clock: Arc<dyn Clock>,
     mut updates: mpsc::Receiver<RelayUpdate>,
@@ -159,6 +160,17 @@ pub async fn run(
             }
         }
         Err(err) => tracing::error!(%err, "cannot load live joins for the relay"),
+    }
+    // The hub's own peer reaches every sharer with a public URL.
+    if let Some(hub_slot) = hub_slot {
+        match store.live_http_shares().await {
+            Ok(shares) => {
+                for share in shares {
+                    table.apply(RelayUpdate::Allow(share.sharer_slot, hub_slot));
+                }
+            }
+            Err(err) => tracing::error!(%err, "cannot load public shares for the relay"),
+        }
     }
     let mut buf = vec![0u8; 65536];
     loop {

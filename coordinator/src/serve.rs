@@ -40,6 +40,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    HubPeer(#[from] crate::hub_peer::HubPeerError),
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -100,8 +102,13 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
         open_registration: args.open_registration,
     };
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
-    let (state, updates) =
+    let (mut state, updates) =
         crate::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+    let hub_peer =
+        crate::hub_peer::HubPeer::start(&state.store, &cli.store.data_dir, udp_local, &RandomIds)
+            .await?;
+    hub_peer.sync(&state.store).await?;
+    state.hub_peer = Some(Arc::new(hub_peer));
     crate::run(listener, udp, state, updates, tls, shutdown_signal()).await?;
     Ok(())
 }

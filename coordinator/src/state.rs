@@ -145,6 +145,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the expiry timer when a share with an earlier deadline appears.
     pub expiry: Arc<Notify>,
+    /// The hub's own WireGuard peer for public HTTP shares, when running as a server.
+    pub hub_peer: Option<crate::proxy::Shared>,
 }
 
 impl AppState {

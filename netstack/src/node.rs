@@ -598,7 +598,16 @@ impl Node {
         protocol: Protocol,
         dst: SocketAddrV4,
     ) -> Result<(u32, SocketAddrV4), Error> {
-        let local_ip = *self.config.addresses.first().ok_or(Error::NoLocalAddress)?;
+        // The address in the destination's /24 when we own one (a hub proxy owns one per
+        // share), so the far side sees the source its peer entry allows.
+        let same_block = |a: &&Ipv4Addr| a.octets()[..3] == dst.ip().octets()[..3];
+        let local_ip = *self
+            .config
+            .addresses
+            .iter()
+            .find(same_block)
+            .or_else(|| self.config.addresses.first())
+            .ok_or(Error::NoLocalAddress)?;
         let peer = self
             .sessions
             .route_ipv4(*dst.ip())

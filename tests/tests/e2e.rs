@@ -490,6 +490,53 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
         "the SOCKS proxy let a connection out to another host"
     );
 
+    // The public URL: an outsider with plain curl, through the hub's reverse proxy.
+    let outsider = &second.ns;
+    let url = created["url"]
+        .as_str()
+        .expect("web is HTTP, so the share has a URL")
+        .to_owned();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let hub_at = format!("http://{}:{HUB_PORT}", Net::hub_ip(1));
+    let public = net.dir.join("public.bin");
+    outsider.ok(
+        "curl",
+        &[
+            "-sf",
+            "-H",
+            &format!("Host: {host}"),
+            "-o",
+            public.to_str().unwrap(),
+            &format!("{hub_at}/big.bin"),
+        ],
+    );
+    assert_eq!(
+        sha256_file(&public),
+        digest,
+        "50 MB through the public URL differs"
+    );
+    let unknown = Instant::now();
+    let status = outsider.ok(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: no-such-share-0000.share.localhost",
+            &format!("{hub_at}/"),
+        ],
+    );
+    assert_eq!(status, "404");
+    assert!(unknown.elapsed() < Duration::from_secs(2));
+
     // Join tracking: both joins, who and from where.
     let info: Value = serde_json::from_str(&connect_ok(
         &sharer.host.ns,
@@ -540,6 +587,21 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
     // The TUN interface went with the joiner.
     let links = j.ok("ip", &["-o", "link"]);
     assert!(!links.contains("tun"), "interface left behind: {links}");
+    // The public URL is gone with the share.
+    let status = outsider.ok(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("{hub_at}/"),
+        ],
+    );
+    assert_eq!(status, "404");
     // And the code is dead.
     let again = connect(
         j,
@@ -581,7 +643,7 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
         &[],
         false,
     );
-    let _agent = start_agent(&net, &sharer);
+    let mut agent = start_agent(&net, &sharer);
     connect_ok(
         &sharer.host.ns,
         &sharer.config,
@@ -604,6 +666,40 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
             .stdout
             .starts_with(b"hello from the shared machine")
     });
+    // With the sharing agent stopped, the public URL answers 502 at once, never hangs.
+    let url = created["url"].as_str().unwrap().to_owned();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    agent.signal("TERM");
+    assert!(
+        agent.wait_exit(Duration::from_secs(10)).is_some(),
+        "agent ignored SIGTERM"
+    );
+    let asked = Instant::now();
+    let status = joiner.ns.ok(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{}:{HUB_PORT}/", Net::hub_ip(1)),
+        ],
+    );
+    assert_eq!(status, "502");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "502 took {:?}",
+        asked.elapsed()
+    );
+
     // Expiry, by the hub's timer, ends the join within 5 s of the deadline.
     let status = joined
         .wait_exit(Duration::from_secs(60))

@@ -118,9 +118,12 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         machine_ip: share.machine_ip,
         routes: routes.clone(),
         all_ports: all_ports.clone(),
+        http_port: share.url.as_ref().and(http_port),
         expires_at: share.expires_at,
     });
     ctx.paths.save_local_shares(&local)?;
+    // A running agent serves the new share's address and public URL at once.
+    let _ = super::control::ask(&ctx.paths.socket(), "reload").await;
     if ctx.json {
         output::json(&json!({
             "code": code.to_string(),

@@ -171,6 +171,16 @@ pub struct AgentInfo {
     pub relay: String,
     #[serde(default)]
     pub guest: bool,
+    /// The hub's own WireGuard peer, which fetches public HTTP shares from sharers.
+    #[serde(default)]
+    pub hub_peer: Option<HubPeer>,
+}
+
+/// The hub as a WireGuard peer: a sharer lets it reach only its shares' HTTP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubPeer {
+    pub public_key: WireKey,
+    pub relay_id: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,6 +308,8 @@ pub enum StreamEvent {
     PeerJoined { peer: JoinedPeer },
     /// A share this agent shares or joined ended; drop its peers.
     ShareEnded { lookup: String, state: ShareState },
+    /// This agent created a share (perhaps from another process): pick it up.
+    ShareCreated { lookup: String },
 }
 
 /// Parses the contract's `DUR`: a whole number and a unit `s`, `m`, `h` or `d` (`90s`,

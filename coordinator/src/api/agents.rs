@@ -63,6 +63,7 @@ pub async fn me(State(state): State<AppState>, Agent(agent): Agent) -> Json<Agen
         relay_id: agent.relay_id,
         relay: state.settings.relay.to_string(),
         guest: agent.guest,
+        hub_peer: state.hub_peer.as_ref().map(|hub| hub.wire()),
     })
 }
 

@@ -3,7 +3,8 @@
 //! in the one error shape).
 
 mod agents;
-mod join;
+pub use agents::hex;
+pub mod join;
 mod ops;
 mod services;
 mod shares;

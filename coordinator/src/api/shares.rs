@@ -152,6 +152,21 @@ pub async fn create(
             Ok(row) => {
                 Metrics::add(&state.metrics.shares_created, 1);
                 state.expiry.notify_one();
+                state.subscribers.publish(
+                    &agent.id,
+                    &connect_api::StreamEvent::ShareCreated {
+                        lookup: row.lookup.clone(),
+                    },
+                );
+                if row.http_port.is_some()
+                    && let Some(hub) = &state.hub_peer
+                {
+                    let _ = state
+                        .relay
+                        .send(crate::relay::RelayUpdate::Allow(agent.relay_id, hub.slot()))
+                        .await;
+                    crate::proxy::resync(&state);
+                }
                 tracing::info!(share = %row.public_name, agent = %agent.id, "share created");
                 return Ok((StatusCode::CREATED, Json(to_share(&state, &row, 0))));
             }

@@ -16,7 +16,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 pub use agents::AgentRow;
 pub use joins::{JoinError, JoinRow};
 pub use keys::KeyRow;
-pub use shares::{BLOCKS, CreateShareError, NewShare, ShareRow};
+pub use shares::{BLOCKS, CreateShareError, HttpShare, NewShare, ShareRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

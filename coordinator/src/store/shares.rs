@@ -25,6 +25,15 @@ pub struct ShareRow {
     pub expires_at: i64,
 }
 
+/// A live share with a public URL, as the hub's proxy peer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpShare {
+    pub block: u32,
+    pub http_port: u16,
+    pub sharer_key: String,
+    pub sharer_slot: u64,
+}
+
 /// A share to create; the block is chosen by the store.
 #[derive(Debug, Clone)]
 pub struct NewShare {
@@ -244,6 +253,29 @@ impl Store {
                 .await?
                 .try_get("at")?,
         )
+    }
+
+    /// Live shares with a public URL, with their sharer's key and relay slot: what the
+    /// hub's own peer must reach.
+    pub async fn live_http_shares(&self) -> Result<Vec<HttpShare>, StoreError> {
+        sqlx::query(
+            "SELECT s.block, s.http_port, a.public_key, a.relay_id FROM shares s \
+             JOIN agents a ON a.id = s.agent_id WHERE s.state = 'active' AND s.http_port IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(HttpShare {
+                block: u32::try_from(row.try_get::<i64, _>("block")?)
+                    .map_err(|_| StoreError::Corrupt("address block out of range".into()))?,
+                http_port: u16::try_from(row.try_get::<i64, _>("http_port")?)
+                    .map_err(|_| StoreError::Corrupt("http port out of range".into()))?,
+                sharer_key: row.try_get("public_key")?,
+                sharer_slot: row.try_get::<i64, _>("relay_id")?.unsigned_abs(),
+            })
+        })
+        .collect()
     }
 
     pub async fn active_share_count(&self) -> Result<i64, StoreError> {

@@ -1,0 +1,213 @@
+//! The hub as a WireGuard peer of sharing agents, so its reverse proxy can fetch public
+//! HTTP shares. It is an agent of the hub's own relay (a slot and a key like any agent,
+//! kept in the data directory), owns `.1` of every block with a public URL, and has one
+//! peer per sharer with such shares. Sharers let it reach only their HTTP ports.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+
+use base64::Engine;
+use connect_api::WireKey;
+use connect_netstack::driver::{Netstack, RelayConfig};
+use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
+use tokio::io::DuplexStream;
+use tokio::sync::Mutex;
+
+use crate::addresses::{hub_ip, machine_ip};
+use crate::api::hash_secret;
+use crate::state::Ids;
+use crate::store::{AgentRow, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubPeerError {
+    #[error("cannot keep the hub's key in {path}: {source}")]
+    Key {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the hub's tunnel: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct HubPeer {
+    net: Netstack,
+    public_key: PublicKey,
+    slot: u64,
+    /// Sharer key → the machine addresses of its public shares, as last configured.
+    peers: Mutex<HashMap<[u8; 32], Vec<Ipv4Net>>>,
+}
+
+/// Reads a 32-byte secret kept base64 in `path`, making it first if needed.
+fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
+    let err = |source| HubPeerError::Key {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim())
+        && let Ok(bytes) = <[u8; 32]>::try_from(bytes)
+    {
+        return Ok(bytes);
+    }
+    let bytes: [u8; 32] = rand::random();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?
+    };
+    std::io::Write::write_all(
+        &mut file,
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .as_bytes(),
+    )
+    .map_err(err)?;
+    Ok(bytes)
+}
+
+impl HubPeer {
+    /// Loads or makes the hub's key and relay slot and starts its tunnel on `relay`.
+    ///
+    /// # Errors
+    /// When the key files or the database cannot be used.
+    pub async fn start(
+        store: &Store,
+        data_dir: &Path,
+        relay_addr: SocketAddr,
+        ids: &dyn Ids,
+    ) -> Result<Self, HubPeerError> {
+        let secret = StaticSecret::from(secret_file(&data_dir.join("hub.key"))?);
+        let public_key = PublicKey::from(&secret);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(secret_file(&data_dir.join("hub.token"))?);
+        let agent = match store.agent_by_token_hash(&hash_secret(&token)).await? {
+            Some(agent) => agent,
+            None => {
+                let agent = AgentRow {
+                    id: ids.id("hub_"),
+                    name: "hub".into(),
+                    public_key: WireKey(public_key.to_bytes()).to_base64(),
+                    relay_key: crate::api::hex(&relay::relay_key(&token)),
+                    relay_id: ids.relay_slot(),
+                    guest: true,
+                };
+                let now =
+                    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                store
+                    .insert_agent(&agent, &hash_secret(&token), now)
+                    .await?;
+                agent
+            }
+        };
+        // The relay listens on our own machine: reach it on loopback when it is bound to
+        // a wildcard or loopback address.
+        let (bind, target): (SocketAddr, SocketAddr) =
+            if relay_addr.ip().is_unspecified() || relay_addr.ip().is_loopback() {
+                (
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, relay_addr.port())),
+                )
+            } else {
+                (SocketAddr::new(relay_addr.ip(), 0), relay_addr)
+            };
+        let socket = tokio::net::UdpSocket::bind(bind).await?;
+        let net = Netstack::spawn(NodeConfig::new(secret), socket)?;
+        net.set_relay(RelayConfig {
+            addr: target,
+            slot: agent.relay_id,
+            key: relay::relay_key(&token),
+        })
+        .await
+        .map_err(|_| std::io::Error::other("hub tunnel stopped"))?;
+        Ok(Self {
+            net,
+            public_key,
+            slot: agent.relay_id,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn wire(&self) -> connect_api::HubPeer {
+        connect_api::HubPeer {
+            public_key: WireKey(self.public_key.to_bytes()),
+            relay_id: self.slot,
+        }
+    }
+
+    pub fn slot(&self) -> u64 {
+        self.slot
+    }
+
+    /// Brings peers and addresses in line with the live public shares.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn sync(&self, store: &Store) -> Result<(), StoreError> {
+        let shares = store.live_http_shares().await?;
+        let mut wanted: HashMap<[u8; 32], (u64, Vec<Ipv4Net>)> = HashMap::new();
+        let mut addresses = Vec::new();
+        for share in &shares {
+            let Some(key) = WireKey::from_base64(&share.sharer_key) else {
+                continue;
+            };
+            let entry = wanted
+                .entry(key.0)
+                .or_insert((share.sharer_slot, Vec::new()));
+            if let Ok(net) = Ipv4Net::new(machine_ip(share.block), 32) {
+                entry.1.push(net);
+            }
+            addresses.push(hub_ip(share.block));
+        }
+        let _ = self.net.set_addresses(addresses).await;
+        let mut peers = self.peers.lock().await;
+        let stale: Vec<[u8; 32]> = peers
+            .iter()
+            .filter(|(key, nets)| wanted.get(*key).is_none_or(|(_, want)| want != *nets))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            let _ = self.net.remove_peer(PublicKey::from(key)).await;
+            peers.remove(&key);
+        }
+        for (key, (slot, nets)) in wanted {
+            if peers.contains_key(&key) {
+                continue;
+            }
+            let config = PeerConfig {
+                public_key: PublicKey::from(key),
+                allowed_ips: nets.clone(),
+                endpoint: Some(relay::synthetic_endpoint(slot)),
+                persistent_keepalive: Some(25),
+                policy: Policy::default(),
+            };
+            if self.net.add_peer(config).await.is_ok() {
+                peers.insert(key, nets);
+            }
+        }
+        Ok(())
+    }
+
+    /// A TCP connection to a shared machine's port through its sharer's tunnel.
+    ///
+    /// # Errors
+    /// When the sharer does not answer or refuses.
+    pub async fn connect(
+        &self,
+        machine: Ipv4Addr,
+        port: u16,
+    ) -> Result<DuplexStream, connect_netstack::driver::DriverError> {
+        self.net.connect_tcp(SocketAddrV4::new(machine, port)).await
+    }
+}
