@@ -73,6 +73,9 @@ pub struct ShareArgs {
     pub disable_http: bool,
     #[arg(long, conflicts_with = "disable_http")]
     pub http_port: Option<u16>,
+    /// Ask visitors of the public URL for this user and password (basic auth at the hub).
+    #[arg(long, value_name = "USER:PASS", conflicts_with = "disable_http")]
+    pub http_auth: Option<String>,
     #[arg(long)]
     pub ssh: bool,
     #[arg(long, requires = "ssh")]

@@ -199,7 +199,10 @@ impl HubPeer {
         Ok(())
     }
 
-    /// A TCP connection to a shared machine's port through its sharer's tunnel.
+    /// A TCP connection to a shared machine's port through its sharer's tunnel. While it
+    /// waits, a missing WireGuard session is started at once and every second after,
+    /// rather than after boringtun's 5 s retry (a sharer may have just re-bound its relay
+    /// slot after a hub restart).
     ///
     /// # Errors
     /// When the sharer does not answer or refuses.
@@ -208,6 +211,36 @@ impl HubPeer {
         machine: Ipv4Addr,
         port: u16,
     ) -> Result<DuplexStream, connect_netstack::driver::DriverError> {
-        self.net.connect_tcp(SocketAddrV4::new(machine, port)).await
+        let key = self.peers.lock().await.iter().find_map(|(key, nets)| {
+            nets.iter()
+                .any(|net| net.addr() == machine)
+                .then_some(PublicKey::from(*key))
+        });
+        let nudge = async {
+            let Some(key) = key else {
+                return std::future::pending().await;
+            };
+            loop {
+                let up = self
+                    .net
+                    .stats()
+                    .await
+                    .map(|s| {
+                        s.peers.iter().any(|p| {
+                            p.public_key == key
+                                && p.last_handshake.is_some_and(|t| t.as_secs() < 170)
+                        })
+                    })
+                    .unwrap_or(true);
+                if !up {
+                    let _ = self.net.connect_peer(key).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        };
+        tokio::select! {
+            connected = self.net.connect_tcp(SocketAddrV4::new(machine, port)) => connected,
+            () = nudge => unreachable!("the nudge loop never ends"),
+        }
     }
 }

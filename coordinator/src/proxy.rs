@@ -12,7 +12,7 @@ use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use connect_api::ShareState;
+use connect_api::{HttpLogEntry, ShareState};
 use hyper_util::rt::TokioIo;
 
 use crate::addresses::machine_ip;
@@ -80,6 +80,20 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
             );
         }
     };
+    if let Some(expected) = &share.http_auth
+        && !authorized(&request, &share.lookup, expected)
+    {
+        let mut response = page(
+            StatusCode::UNAUTHORIZED,
+            "Password required",
+            "This share asks for a user name and password.",
+        );
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"connect share\""),
+        );
+        return response;
+    }
     let offline = || {
         page(
             StatusCode::BAD_GATEWAY,
@@ -115,12 +129,149 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
     });
     let client = client_addr(request.extensions());
     forwarded_headers(&mut request, client, host);
+    // A WebSocket (or any Upgrade) continues as raw bytes once both sides agree.
+    let downstream = request
+        .headers()
+        .contains_key(axum::http::header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    let mut log = AccessLog {
+        store: state.store.clone(),
+        lookup: share.lookup.clone(),
+        entry: Some(HttpLogEntry {
+            at: state.clock.now(),
+            method: request.method().to_string(),
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .chars()
+                .take(1024)
+                .collect(),
+            status: 502,
+            bytes: 0,
+            client: client.map_or_else(|| "unknown".into(), |c| c.ip().to_string()),
+            duration_ms: 0,
+        }),
+        started: std::time::Instant::now(),
+    };
     match sender.send_request(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(mut response) => {
+            log.set_status(response.status().as_u16());
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(downstream) = downstream
+            {
+                let upstream = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(down),
+                            &mut TokioIo::new(up),
+                        )
+                        .await;
+                    }
+                });
+            }
+            response.map(|body| Body::new(Counted { inner: body, log }))
+        }
         Err(err) => {
             tracing::debug!(%err, share = name, "upstream request failed");
             offline()
         }
+    }
+}
+
+/// `USER:PASS` as stored: hashed with the share's lookup, never in clear.
+pub fn auth_hash(lookup: &str, pair: &str) -> String {
+    crate::api::hash_secret(&format!("{lookup}\0{pair}"))
+}
+
+/// Whether the request carries the share's basic-auth credentials.
+fn authorized(request: &Request, lookup: &str, expected: &str) -> bool {
+    use base64::Engine;
+    request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .is_some_and(|pair| {
+            let given = auth_hash(lookup, &pair);
+            given.len() == expected.len()
+                && given
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+}
+
+/// One access-log row, written when the response body is done (or dropped).
+struct AccessLog {
+    store: crate::store::Store,
+    lookup: String,
+    entry: Option<HttpLogEntry>,
+    started: std::time::Instant,
+}
+
+impl AccessLog {
+    fn set_status(&mut self, status: u16) {
+        if let Some(entry) = &mut self.entry {
+            entry.status = status;
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        entry.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let store = self.store.clone();
+        let lookup = std::mem::take(&mut self.lookup);
+        tokio::spawn(async move {
+            if let Err(err) = store.insert_http_log(&lookup, &entry).await {
+                tracing::warn!(%err, "cannot write the access log");
+            }
+        });
+    }
+}
+
+/// A response body that counts what it streams for the access log.
+struct Counted {
+    inner: hyper::body::Incoming,
+    log: AccessLog,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && let Some(entry) = &mut self.log.entry
+        {
+            entry.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -17,6 +17,13 @@ struct Sharer {
     config: String,
 }
 
+/// The contract's `--json` shapes: these keys, whatever else.
+fn assert_keys(value: &Value, keys: &[&str]) {
+    for key in keys {
+        assert!(value.get(key).is_some(), "{key:?} missing from {value}");
+    }
+}
+
 /// Starts the hub in the hub namespace and waits for /healthz.
 fn start_hub(net: &Net, data: &Path) -> Proc {
     let data = data.to_str().unwrap().to_owned();
@@ -332,6 +339,11 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
     let _agent = start_agent(&net, &sharer);
     expose_all(&sharer);
     let created = share(&sharer, &["--expires", "1h"]);
+    assert_keys(&created, &["code", "name", "url", "expires_at", "routes"]);
+    assert_keys(
+        &created["routes"][0],
+        &["name", "target", "port", "protocol"],
+    );
     let code = created["code"].as_str().unwrap().to_owned();
     assert_eq!(created["routes"].as_array().unwrap().len(), 4);
 
@@ -340,6 +352,11 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
     let (mut tun_join, ready) = join(&net, &joiner, "joiner", &code, &[]);
     eprintln!("join ready after {:?}", started.elapsed());
     assert_eq!(ready["mode"], "tun", "{ready}");
+    assert_keys(
+        &ready,
+        &["mode", "machine_ip", "interface", "socks", "routes"],
+    );
+    assert_keys(&ready["routes"][0], &["name", "protocol", "address"]);
     let machine = ready["machine_ip"].as_str().unwrap().to_owned();
     assert!(machine.starts_with("172.16."), "{machine}");
     let j = &joiner.ns;
@@ -546,6 +563,48 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
     .unwrap();
     assert_eq!(info["joins"].as_array().unwrap().len(), 2, "{info}");
     assert_eq!(info["state"], "active");
+    assert_keys(
+        &info,
+        &["code", "name", "state", "routes", "joins", "http_log"],
+    );
+    assert_keys(&info["joins"][0], &["agent", "at", "from"]);
+    let list: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share", "--list"],
+    ))
+    .unwrap();
+    assert_keys(
+        &list["shares"][0],
+        &["code", "name", "routes", "joined", "expires_at", "state"],
+    );
+    assert_eq!(list["shares"][0]["joined"], 2);
+    let status: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "status"],
+    ))
+    .unwrap();
+    assert_keys(&status, &["agent", "hub", "up", "peers"]);
+    assert_eq!(status["up"], true);
+    let peer = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["last_handshake"].is_string())
+        .unwrap_or_else(|| panic!("no joined peer in {status}"));
+    assert_keys(
+        peer,
+        &[
+            "agent",
+            "path",
+            "endpoint",
+            "rx_bytes",
+            "tx_bytes",
+            "last_handshake",
+        ],
+    );
+    assert_eq!(peer["path"], "relayed");
 
     // Revoke cuts a live download and the joiners within 5 s.
     let partial = net.dir.join("partial.bin");
@@ -624,32 +683,35 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
     let joiner = net.host("joiner");
     let hub_data = net.dir.join("hub");
     let mut hub = start_hub(&net, &hub_data);
-    let www = net.dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("index.html"), "hello from the shared machine\n").unwrap();
+    // A small app: GET / says hello, POST answers the sha256 of what it received.
+    let app = net.dir.join("app.py");
+    std::fs::write(&app, APP).unwrap();
     let _http = net.spawn(
         &sharer.host.ns,
         "http",
         Path::new("python3"),
-        &[
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            www.to_str().unwrap(),
-        ],
+        &[app.to_str().unwrap(), "8080"],
         &[],
         false,
     );
+    eventually("app ready", Duration::from_secs(10), || {
+        sharer
+            .host
+            .ns
+            .output("curl", &["-sf", "http://127.0.0.1:8080/"])
+            .status
+            .success()
+    });
     let mut agent = start_agent(&net, &sharer);
     connect_ok(
         &sharer.host.ns,
         &sharer.config,
         &["expose", "localhost:8080", "--name", "web"],
     );
-    let created = share(&sharer, &["--expires", "40s"]);
+    let created = share(
+        &sharer,
+        &["--expires", "40s", "--http-auth", "alice:s3cret"],
+    );
     let code = created["code"].as_str().unwrap().to_owned();
 
     hub.signal("KILL");
@@ -666,7 +728,8 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
             .stdout
             .starts_with(b"hello from the shared machine")
     });
-    // With the sharing agent stopped, the public URL answers 502 at once, never hangs.
+
+    // The public URL asks for the password, then carries a 50 MB upload intact.
     let url = created["url"].as_str().unwrap().to_owned();
     let host = url
         .trim_start_matches("http://")
@@ -674,6 +737,65 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
         .next()
         .unwrap()
         .to_owned();
+    let public = format!("http://{}:{HUB_PORT}/", Net::hub_ip(1));
+    let header = format!("Host: {host}");
+    let status = joiner.ns.ok(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &header,
+            &public,
+        ],
+    );
+    assert_eq!(status, "401", "public URL served without the password");
+    let upload = net.dir.join("upload.bin");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c 52428800 /dev/urandom > {}", upload.display()),
+        ],
+    );
+    let body = format!("@{}", upload.display());
+    let answer = joiner.ns.ok(
+        "curl",
+        &[
+            "-sf",
+            "-u",
+            "alice:s3cret",
+            "-H",
+            &header,
+            "--data-binary",
+            &body,
+            &public,
+        ],
+    );
+    assert_eq!(
+        answer.trim(),
+        sha256_file(&upload),
+        "50 MB upload through the public URL differs"
+    );
+    let info: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share", "--info", &code],
+    ))
+    .unwrap();
+    assert!(
+        info["http_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["method"] == "POST" && e["status"] == 200 && e["path"] == "/"),
+        "access log lacks the upload: {info}"
+    );
+
+    // With the sharing agent stopped, the public URL answers 502 at once, never hangs.
     agent.signal("TERM");
     assert!(
         agent.wait_exit(Duration::from_secs(10)).is_some(),
@@ -688,9 +810,11 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
             "/dev/null",
             "-w",
             "%{http_code}",
+            "-u",
+            "alice:s3cret",
             "-H",
-            &format!("Host: {host}"),
-            &format!("http://{}:{HUB_PORT}/", Net::hub_ip(1)),
+            &header,
+            &public,
         ],
     );
     assert_eq!(status, "502");
@@ -713,6 +837,31 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
     .unwrap();
     assert_eq!(list["shares"][0]["state"], "expired", "{list}");
 }
+
+const APP: &str = r#"
+import hashlib, http.server, sys
+class App(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.reply(b"hello from the shared machine\n")
+    def do_POST(self):
+        digest, left = hashlib.sha256(), int(self.headers.get("Content-Length", 0))
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        self.reply(digest.hexdigest().encode() + b"\n")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), App).serve_forever()
+"#;
 
 /// A free loopback port for a hub that needs no namespace.
 fn free_port() -> u16 {

@@ -96,6 +96,19 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             Fail::Usage(format!("--http-port {port} is not an exposed TCP service")).into(),
         );
     }
+    if let Some(pair) = &args.http_auth
+        && !pair
+            .split_once(':')
+            .is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty())
+    {
+        return Err(Fail::Usage("--http-auth takes USER:PASS".into()).into());
+    }
+    if args.http_auth.is_some() && http_port.is_none() {
+        return Err(Fail::Usage(format!(
+            "--http-auth needs a public URL, and there is none: {why}"
+        ))
+        .into());
+    }
     let key = super::up::load_key(&ctx.paths)?;
     let code = ShareCode::generate();
     let request = CreateShareRequest {
@@ -106,6 +119,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         all_ports: all_ports.clone(),
         http_port,
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
+        http_auth: args.http_auth.clone(),
     };
     let share = hub.create_share(&request).await?;
     let mut local = ctx.paths.local_shares()?;

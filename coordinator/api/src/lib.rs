@@ -205,6 +205,9 @@ pub struct CreateShareRequest {
     pub http_port: Option<u16>,
     /// MAC of the sharer's WireGuard key under the code, checked by joiners.
     pub key_mac: String,
+    /// `USER:PASS` the hub asks for on the public URL (basic auth); stored only hashed.
+    #[serde(default)]
+    pub http_auth: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

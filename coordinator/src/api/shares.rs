@@ -119,6 +119,22 @@ pub async fn create(
             )));
         }
     }
+    let http_auth = match &req.http_auth {
+        None => None,
+        Some(pair) => {
+            let valid = pair
+                .split_once(':')
+                .is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty())
+                && pair.len() <= 256
+                && !pair.chars().any(char::is_control);
+            if !valid || req.http_port.is_none() {
+                return Err(ApiError::Invalid(
+                    "http_auth must be USER:PASS on a share with a public URL".into(),
+                ));
+            }
+            Some(crate::proxy::auth_hash(&req.lookup, pair))
+        }
+    };
     let name = req.name.as_deref().map(str::trim).unwrap_or_default();
     if name.len() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(
@@ -144,6 +160,7 @@ pub async fn create(
             routes: req.routes.clone(),
             all_ports: req.all_ports.clone(),
             http_port: req.http_port,
+            http_auth: http_auth.clone(),
             key_mac: req.key_mac.clone(),
             created_at: now,
             expires_at,
@@ -225,7 +242,7 @@ pub async fn info(
                 from: j.from_addr,
             })
             .collect(),
-        http_log: Vec::new(),
+        http_log: state.store.http_log(&lookup).await?,
     }))
 }
 

@@ -3,6 +3,7 @@
 //! positional `$N` parameters, TEXT and BIGINT columns only.
 
 mod agents;
+mod http_log;
 mod joins;
 mod keys;
 mod services;

@@ -19,6 +19,8 @@ pub struct ShareRow {
     pub routes: Vec<Route>,
     pub all_ports: Option<String>,
     pub http_port: Option<u16>,
+    /// Hash of `USER:PASS` for basic auth on the public URL, salted with the lookup.
+    pub http_auth: Option<String>,
     pub key_mac: String,
     pub state: ShareState,
     pub created_at: i64,
@@ -44,6 +46,7 @@ pub struct NewShare {
     pub routes: Vec<Route>,
     pub all_ports: Option<String>,
     pub http_port: Option<u16>,
+    pub http_auth: Option<String>,
     pub key_mac: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -85,6 +88,7 @@ impl ShareRow {
             http_port: row
                 .try_get::<Option<i64>, _>("http_port")?
                 .and_then(|p| u16::try_from(p).ok()),
+            http_auth: row.try_get("http_auth")?,
             key_mac: row.try_get("key_mac")?,
             state: state_from(&row.try_get::<String, _>("state")?),
             created_at: row.try_get("created_at")?,
@@ -103,8 +107,8 @@ impl ShareRow {
     }
 }
 
-const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, key_mac, \
-                       state, created_at, expires_at";
+const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, http_auth, \
+                       key_mac, state, created_at, expires_at";
 
 fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
     if let sqlx::Error::Database(db) = err
@@ -144,7 +148,8 @@ impl Store {
             }
             let inserted = sqlx::query(
                 "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
-                 key_mac, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11)",
+                 key_mac, state, created_at, expires_at, http_auth) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12)",
             )
             .bind(&share.lookup)
             .bind(&share.agent_id)
@@ -157,6 +162,7 @@ impl Store {
             .bind(&share.key_mac)
             .bind(share.created_at)
             .bind(share.expires_at)
+            .bind(share.http_auth.clone())
             .execute(&self.pool)
             .await;
             match inserted {
