@@ -102,6 +102,7 @@ impl HubPeer {
                     relay_key: crate::api::hex(&relay::relay_key(&token)),
                     relay_id: ids.relay_slot(),
                     guest: true,
+                    home_relay: None,
                 };
                 let now =
                     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;

@@ -9,6 +9,7 @@ mod addresses;
 mod api;
 pub mod cli;
 mod error;
+pub mod events;
 pub mod hub_peer;
 mod keys;
 pub mod lifecycle;
@@ -57,12 +58,11 @@ pub fn state(
 ) -> (AppState, mpsc::Receiver<relay::RelayUpdate>) {
     let (relay, updates) = mpsc::channel(4096);
     let state = AppState {
-        store,
+        store: store.clone(),
         clock,
         ids,
         settings: Arc::new(settings),
-        subscribers: Arc::new(Subscribers::default()),
-        relay,
+        events: Arc::new(events::Events::new(store.clone(), relay)),
         metrics: Arc::new(Metrics::default()),
         expiry: Arc::new(Notify::new()),
         hub_peer: None,
@@ -94,10 +94,12 @@ pub async fn run(
         cancel.clone(),
     ));
     let expiry = tokio::spawn(lifecycle::run_expiry(state.clone(), cancel.clone()));
+    let others = tokio::spawn(state.events.clone().listen(cancel.clone()));
     let router = app(state);
     let served = serve::serve_http(listener, router, tls, shutdown).await;
     cancel.cancel();
     let _ = relay.await;
     let _ = expiry.await;
+    let _ = others.await;
     served
 }

@@ -27,7 +27,7 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         lookup: lookup.to_owned(),
         state: to,
     };
-    state.subscribers.publish(&share.agent_id, &event);
+    state.events.publish(&share.agent_id, &event).await;
     let sharer_slot = state
         .store
         .agent(&share.agent_id)
@@ -41,7 +41,7 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         crate::proxy::resync(state);
     }
     for join in state.store.joins_of(lookup).await? {
-        state.subscribers.publish(&join.agent_id, &event);
+        state.events.publish(&join.agent_id, &event).await;
         if let Some(sharer_slot) = sharer_slot {
             pairs.push(RelayUpdate::Disallow(sharer_slot, join.relay_id));
         }
@@ -49,11 +49,11 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
     // The relay closes the pairs a moment later, so the resets the sharer sends its
     // joiners on hearing of the end still get through and their connections fail at
     // once instead of hanging.
-    let relay = state.relay.clone();
+    let events = state.events.clone();
     tokio::spawn(async move {
         tokio::time::sleep(RELAY_GOODBYE).await;
         for update in pairs {
-            let _ = relay.send(update).await;
+            events.relay(update).await;
         }
     });
     tracing::info!(share = %share.public_name, state = %to, "share ended");

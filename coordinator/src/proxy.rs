@@ -104,7 +104,7 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
     let Some(hub) = state.hub_peer.clone() else {
         return offline();
     };
-    if !state.subscribers.is_connected(&share.agent_id) {
+    if !state.events.is_connected(&share.agent_id) {
         return offline();
     }
     let port = share.http_port.unwrap_or(80);

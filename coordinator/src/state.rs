@@ -9,7 +9,6 @@ use connect_api::StreamEvent;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 
-use crate::relay::RelayUpdate;
 use crate::store::Store;
 
 /// The time, from one place, so tests can control it.
@@ -140,8 +139,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
     pub settings: Arc<Settings>,
-    pub subscribers: Arc<Subscribers>,
-    pub relay: mpsc::Sender<RelayUpdate>,
+    /// Stream events and relay changes, to this hub and the others.
+    pub events: Arc<crate::events::Events>,
     pub metrics: Arc<Metrics>,
     /// Wakes the expiry timer when a share with an earlier deadline appears.
     pub expiry: Arc<Notify>,

@@ -393,10 +393,7 @@ async fn expiry_fires_at_the_deadline() {
         .call(Method::GET, routes::ME, Some(&alice), None)
         .await
         .1;
-    let mut events = hub
-        .state
-        .subscribers
-        .subscribe(me["agent_id"].as_str().unwrap());
+    let mut events = hub.state.events.subscribe(me["agent_id"].as_str().unwrap());
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(connect_coordinator_expiry(
         hub.state.clone(),
@@ -411,6 +408,10 @@ async fn expiry_fires_at_the_deadline() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        events.recv().await,
+        Some(StreamEvent::ShareCreated { lookup: hex64(5) })
+    );
     let started = std::time::Instant::now();
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
         .await

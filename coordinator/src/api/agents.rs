@@ -42,6 +42,7 @@ pub async fn register(
         relay_key: hex(&connect_netstack::relay::relay_key(&token)),
         relay_id: state.ids.relay_slot(),
         guest: req.guest,
+        home_relay: None,
     };
     state
         .store

@@ -85,22 +85,25 @@ pub async fn join(
         Err(JoinError::Store(err)) => return Err(err.into()),
     };
     let joiner_address = joiner_ip(share.block, joined.joiner_host);
-    state.subscribers.publish(
-        &share.agent_id,
-        &StreamEvent::PeerJoined {
-            peer: JoinedPeer {
-                lookup: share.lookup.clone(),
-                public_key: WireKey::from_base64(&agent.public_key).unwrap_or(WireKey([0; 32])),
-                key_mac: req.key_mac.clone(),
-                allowed_ip: joiner_address,
-                relay_id: agent.relay_id,
-                agent: agent.name.clone(),
+    state
+        .events
+        .publish(
+            &share.agent_id,
+            &StreamEvent::PeerJoined {
+                peer: JoinedPeer {
+                    lookup: share.lookup.clone(),
+                    public_key: WireKey::from_base64(&agent.public_key).unwrap_or(WireKey([0; 32])),
+                    key_mac: req.key_mac.clone(),
+                    allowed_ip: joiner_address,
+                    relay_id: agent.relay_id,
+                    agent: agent.name.clone(),
+                },
             },
-        },
-    );
-    let _ = state
-        .relay
-        .send(RelayUpdate::Allow(sharer.relay_id, agent.relay_id))
+        )
+        .await;
+    state
+        .events
+        .relay(RelayUpdate::Allow(sharer.relay_id, agent.relay_id))
         .await;
     Metrics::add(&state.metrics.joins, 1);
     tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
@@ -111,7 +114,10 @@ pub async fn join(
         sharer_public_key: sharer_key,
         sharer_key_mac: share.key_mac,
         sharer_relay_id: sharer.relay_id,
-        relay: state.settings.relay.clone(),
+        relay: sharer
+            .home_relay
+            .clone()
+            .unwrap_or_else(|| state.settings.relay.clone()),
         routes: share.routes,
         all_ports: share.all_ports,
         expires_at: time::OffsetDateTime::from_unix_timestamp_nanos(

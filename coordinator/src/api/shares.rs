@@ -169,18 +169,21 @@ pub async fn create(
             Ok(row) => {
                 Metrics::add(&state.metrics.shares_created, 1);
                 state.expiry.notify_one();
-                state.subscribers.publish(
-                    &agent.id,
-                    &connect_api::StreamEvent::ShareCreated {
-                        lookup: row.lookup.clone(),
-                    },
-                );
+                state
+                    .events
+                    .publish(
+                        &agent.id,
+                        &connect_api::StreamEvent::ShareCreated {
+                            lookup: row.lookup.clone(),
+                        },
+                    )
+                    .await;
                 if row.http_port.is_some()
                     && let Some(hub) = &state.hub_peer
                 {
-                    let _ = state
-                        .relay
-                        .send(crate::relay::RelayUpdate::Allow(agent.relay_id, hub.slot()))
+                    state
+                        .events
+                        .relay(crate::relay::RelayUpdate::Allow(agent.relay_id, hub.slot()))
                         .await;
                     crate::proxy::resync(&state);
                 }

@@ -20,7 +20,12 @@ pub async fn stream(
     Agent(agent): Agent,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the snapshot, so nothing between the two is lost.
-    let receiver = state.subscribers.subscribe(&agent.id);
+    let receiver = state.events.subscribe(&agent.id);
+    // Joins of this agent's shares relay through the hub that holds its stream.
+    state
+        .store
+        .set_home_relay(&agent.id, &state.settings.relay)
+        .await?;
     let mut blocks = HashMap::new();
     let mut peers = Vec::new();
     for join in state.store.live_joins_for_sharer(&agent.id).await? {

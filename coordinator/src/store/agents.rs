@@ -13,6 +13,8 @@ pub struct AgentRow {
     pub relay_key: String,
     pub relay_id: u64,
     pub guest: bool,
+    /// The relay of the hub holding this agent's stream, where its joins relay.
+    pub home_relay: Option<String>,
 }
 
 impl AgentRow {
@@ -24,11 +26,12 @@ impl AgentRow {
             relay_key: row.try_get("relay_key")?,
             relay_id: row.try_get::<i64, _>("relay_id")?.unsigned_abs(),
             guest: row.try_get::<i64, _>("guest")? != 0,
+            home_relay: row.try_get("home_relay")?,
         })
     }
 }
 
-const COLUMNS: &str = "id, name, public_key, relay_key, relay_id, guest";
+const COLUMNS: &str = "id, name, public_key, relay_key, relay_id, guest, home_relay";
 
 impl Store {
     pub async fn insert_agent(
@@ -85,6 +88,15 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(AgentRow::from_row).transpose()
+    }
+
+    pub async fn set_home_relay(&self, id: &str, relay: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET home_relay = $1 WHERE id = $2")
+            .bind(relay)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn agent_count(&self) -> Result<i64, StoreError> {

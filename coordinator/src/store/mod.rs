@@ -39,7 +39,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    postgres: bool,
+    /// The URL when the database is PostgreSQL: other hubs are reached through it.
+    postgres: Option<String>,
 }
 
 impl Store {
@@ -63,9 +64,10 @@ impl Store {
                 )
             }
         };
-        let postgres = url.starts_with("postgres");
-        let mut options = AnyPoolOptions::new().max_connections(if postgres { 10 } else { 1 });
-        if !postgres {
+        let postgres = url.starts_with("postgres").then(|| url.clone());
+        let mut options =
+            AnyPoolOptions::new().max_connections(if postgres.is_some() { 10 } else { 1 });
+        if postgres.is_none() {
             // One connection: SQLite serialises writers anyway, and WAL keeps readers fast.
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -94,7 +96,11 @@ impl Store {
     }
 
     pub fn is_postgres(&self) -> bool {
-        self.postgres
+        self.postgres.is_some()
+    }
+
+    pub fn postgres_url(&self) -> Option<String> {
+        self.postgres.clone()
     }
 
     pub fn pool(&self) -> &AnyPool {

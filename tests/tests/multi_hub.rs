@@ -1,0 +1,180 @@
+//! Two hubs on one PostgreSQL database: a join handled by one reaches the sharer whose
+//! stream the other holds, relayed through the sharer's home hub; a revoke handled by that
+//! one reaches the joiner whose stream the first holds. Loopback only, no root. Needs
+//! `CONNECT_TEST_POSTGRES` (scripts/test.sh starts a throwaway server).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connect_e2e::*;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn hub(dir: &Path, name: &str, database: &str, port: u16) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(binary("connect-coordinator"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--open-registration",
+            "--database",
+            database,
+        ])
+        .args(["--data-dir", dir.join(name).to_str().unwrap()])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let hub = Proc {
+        child,
+        log,
+        what: name.into(),
+    };
+    eventually(&format!("{name} healthy"), Duration::from_secs(20), || {
+        Command::new("curl")
+            .args([
+                "-sf",
+                "-m",
+                "1",
+                &format!("http://127.0.0.1:{port}/healthz"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    hub
+}
+
+#[test]
+fn two_hubs_on_one_database_serve_the_same_shares() {
+    let Ok(server) = std::env::var("CONNECT_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide CONNECT_TEST_POSTGRES (scripts/test.sh does)"
+        );
+        eprintln!("CONNECT_TEST_POSTGRES not set: the two-hub test needs PostgreSQL");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("connect-e2e-hubs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("connect_hubs_{}", std::process::id());
+    run(
+        "psql",
+        &[&server, "-qc", &format!("CREATE DATABASE {name}")],
+    );
+    let base = server.rsplit_once('/').unwrap().0;
+    let database = format!("{base}/{name}");
+    let (port_a, port_b) = (free_port(), free_port());
+    let _hub_a = hub(&dir, "hub-a", &database, port_a);
+    let _hub_b = hub(&dir, "hub-b", &database, port_b);
+
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    let connect = |port: u16, who: &str| {
+        let mut command = Command::new(binary("connect"));
+        command.args(["--hub", &format!("http://127.0.0.1:{port}")]);
+        command.args([
+            "--config",
+            dir.join(format!("{who}/config.toml")).to_str().unwrap(),
+        ]);
+        command
+    };
+    // Alice's agent holds its stream on hub A.
+    let log = std::fs::File::create(dir.join("alice.log")).unwrap();
+    let _alice = Proc {
+        child: connect(port_a, "alice")
+            .args(["up", "--name", "alice"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("alice.log"),
+        what: "alice".into(),
+    };
+    eventually("alice up", Duration::from_secs(20), || {
+        connect(port_a, "alice")
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let expose = connect(port_a, "alice")
+        .args([
+            "expose",
+            &format!("127.0.0.1:{echo_port}"),
+            "--name",
+            "echo",
+        ])
+        .output()
+        .unwrap();
+    assert!(expose.status.success());
+    let share: Value = serde_json::from_slice(
+        &connect(port_a, "alice")
+            .args(["--json", "share"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let code = share["code"].as_str().unwrap().to_owned();
+
+    // Bob joins through hub B; the join must reach Alice's stream on hub A.
+    let started = Instant::now();
+    let mut bob = Proc {
+        child: connect(port_b, "bob")
+            .args(["--json", "join", &code, "--no-tun"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("bob.log")).unwrap())
+            .spawn()
+            .unwrap(),
+        log: dir.join("bob.log"),
+        what: "bob".into(),
+    };
+    let ready = bob.json_line(Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "join across hubs took {:?}",
+        started.elapsed()
+    );
+    let address = ready["routes"][0]["address"].as_str().unwrap().to_owned();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"across two hubs").unwrap();
+    let mut echoed = [0u8; 15];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"across two hubs");
+
+    // Alice revokes through hub A; Bob's stream is on hub B and must hear it.
+    let revoke = connect(port_a, "alice")
+        .args(["share", "--revoke", &code])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let status = bob
+        .wait_exit(Duration::from_secs(5))
+        .expect("bob still joined 5 s after a revoke on the other hub");
+    assert_eq!(status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
