@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks, each printed beside a direct, untunnelled baseline measured in the same run:
+#  1. the data plane in one process (criterion; sealing rate as the ceiling);
+#  2. as root: iperf3 through the relay between network namespaces this script makes,
+#     TUN joiner and user-space joiner, against iperf3 over the same links without the
+#     tunnel; and the agents' and hub's memory.
+# Every namespace, link and process it makes is removed by name or PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v iperf3 >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
+fi
+
+echo "==> building (release)"
+cargo build --release --workspace --bins --quiet
+bin="$PWD/target/release"
+
+echo "==> data plane in one process (cargo bench -p connect-netstack)"
+cargo bench -p connect-netstack --bench throughput 2>/dev/null | sed -n '/^| measure/,$p'
+
+if [ "$(id -u)" -ne 0 ] || ! command -v iperf3 >/dev/null; then
+  echo "==> skipping the namespace benchmarks (need root and iperf3)"
+  exit 0
+fi
+
+p="cb$$"
+dir=$(mktemp -d /tmp/connect-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ns in hub sharer joiner; do ip netns delete "$p-$ns" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+for ns in hub sharer joiner; do ip netns add "$p-$ns"; ip -n "$p-$ns" link set lo up; done
+n=0
+for host in sharer joiner; do
+  n=$((n + 1))
+  ip link add "$p-h$n" type veth peer name "$p-x$n"
+  ip link set "$p-h$n" netns "$p-hub"
+  ip link set "$p-x$n" netns "$p-$host"
+  ip -n "$p-hub" addr add "10.88.$n.1/24" dev "$p-h$n"; ip -n "$p-hub" link set "$p-h$n" up
+  ip -n "$p-$host" addr add "10.88.$n.2/24" dev "$p-x$n"; ip -n "$p-$host" link set "$p-x$n" up
+  ip -n "$p-$host" route add default via "10.88.$n.1"
+done
+# Only for the direct baseline: the hub namespace routes between the two hosts.
+ip netns exec "$p-hub" sysctl -qw net.ipv4.ip_forward=1
+
+in() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
+hub="http://10.88.1.1:7070"
+in hub "$bin/connect-coordinator" --listen 0.0.0.0:7070 --insecure --open-registration \
+  --data-dir "$dir/hub" --public-url "$hub" >"$dir/hub.log" 2>&1 & pids+=($!); hub_pid=$!
+for _ in $(seq 200); do in hub bash -c 'exec 3<>/dev/tcp/127.0.0.1/7070' 2>/dev/null && break; sleep 0.05; done
+in sharer iperf3 -s -B 0.0.0.0 -p 5201 >/dev/null 2>&1 & pids+=($!)
+alice=(--hub "$hub" --config "$dir/alice/config.toml")
+in sharer "$bin/connect" "${alice[@]}" up --name alice >"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
+for _ in $(seq 200); do in sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
+in sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/null
+code=$(in sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
+
+iperf() { # iperf NS HOST PORT [-R] → Gbit/s
+  in "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
+
+direct=$(iperf joiner 10.88.1.2 5201)
+direct_r=$(iperf joiner 10.88.1.2 5201 -R)
+
+bob=(--hub "$hub" --config "$dir/bob/config.toml")
+in joiner "$bin/connect" "${bob[@]}" --json join "$code" >"$dir/tun.json" 2>"$dir/tun.log" & pids+=($!); tun_pid=$!
+for _ in $(seq 300); do grep -q machine_ip "$dir/tun.json" 2>/dev/null && break; sleep 0.05; done
+machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$dir/tun.json")
+tun_idle=$(rss "$tun_pid")
+tun=$(iperf joiner "$machine" 5201)
+tun_r=$(iperf joiner "$machine" 5201 -R)
+tun_load=$(rss "$tun_pid"); sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
+kill "$tun_pid"; wait "$tun_pid" 2>/dev/null || true
+
+carol=(--hub "$hub" --config "$dir/carol/config.toml")
+in joiner "$bin/connect" "${carol[@]}" --json join "$code" --no-tun >"$dir/user.json" 2>"$dir/user.log" & pids+=($!); user_pid=$!
+for _ in $(seq 300); do grep -q machine_ip "$dir/user.json" 2>/dev/null && break; sleep 0.05; done
+address=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["routes"][0]["address"])' "$dir/user.json")
+user=$(iperf joiner "${address%:*}" "${address##*:}")
+user_r=$(iperf joiner "${address%:*}" "${address##*:}" -R)
+user_load=$(rss "$user_pid")
+
+ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
+echo
+echo "| path (iperf3, 5 s, one TCP stream) | joiner→sharer | sharer→joiner | vs direct |"
+echo "|---|---|---|---|"
+echo "| direct over the same veth links | $direct Gbit/s | $direct_r Gbit/s | 100% |"
+echo "| TUN joiner, through the hub relay | $tun Gbit/s | $tun_r Gbit/s | $(ratio "$tun" "$direct") |"
+echo "| user-space joiner, through the hub relay | $user Gbit/s | $user_r Gbit/s | $(ratio "$user" "$direct") |"
+echo
+echo "| process | RSS |"
+echo "|---|---|"
+echo "| TUN joiner idle / under load | $tun_idle / $tun_load |"
+echo "| user-space joiner under load | $user_load |"
+echo "| sharing agent after load | $sharer_load |"
+echo "| hub after load | $hub_load |"
