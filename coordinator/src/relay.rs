@@ -174,7 +174,10 @@ pub async fn run(
     }
     let mut buf = vec![0u8; 65536];
     loop {
+        // Biased: changes to who may talk are applied before the next datagram is read,
+        // so a revoke takes effect for every datagram that arrives after it.
         tokio::select! {
+            biased;
             () = cancel.cancelled() => return,
             update = updates.recv() => match update {
                 Some(update) => table.apply(update),

@@ -714,10 +714,33 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
     );
     let code = created["code"].as_str().unwrap().to_owned();
 
+    let key_command = |args: &[&str]| {
+        let mut all = vec!["--data-dir", hub_data.to_str().unwrap(), "key"];
+        all.extend_from_slice(args);
+        net.hub.ok(binary("connect-coordinator"), &all)
+    };
+    let key = key_command(&["create", "--reusable"]);
+    assert!(key.trim().starts_with("ck_"), "{key}");
+
     hub.signal("KILL");
     assert!(hub.wait_exit(Duration::from_secs(5)).is_some());
     drop(hub);
     let _hub = start_hub(&net, &hub_data);
+    // Keys, agents and shares are all still there.
+    assert!(
+        key_command(&["list"]).contains("usable"),
+        "enrollment key lost in the restart"
+    );
+    let list: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share", "--list"],
+    ))
+    .unwrap();
+    assert_eq!(
+        list["shares"][0]["state"], "active",
+        "share lost in the restart: {list}"
+    );
 
     let (mut joined, ready) = join(&net, &joiner, "joiner", &code, &["--no-tun"]);
     let address = address_of(&ready, "web");
