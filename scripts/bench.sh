@@ -5,6 +5,7 @@
 #     TUN joiner and user-space joiner, against iperf3 over the same links without the
 #     tunnel; and the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
+# --netns-only skips the in-process part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +17,10 @@ echo "==> building (release)"
 cargo build --release --workspace --bins --quiet
 bin="$PWD/target/release"
 
-echo "==> data plane in one process (cargo bench -p connect-netstack)"
-cargo bench -p connect-netstack --bench throughput 2>/dev/null | sed -n '/^| measure/,$p'
+if [ "${1:-}" != "--netns-only" ]; then
+  echo "==> data plane in one process (cargo bench -p connect-netstack)"
+  cargo bench -p connect-netstack --bench throughput 2>/dev/null | sed -n '/^| measure/,$p'
+fi
 
 if [ "$(id -u)" -ne 0 ] || ! command -v iperf3 >/dev/null; then
   echo "==> skipping the namespace benchmarks (need root and iperf3)"
@@ -49,20 +52,20 @@ done
 # Only for the direct baseline: the hub namespace routes between the two hosts.
 ip netns exec "$p-hub" sysctl -qw net.ipv4.ip_forward=1
 
-in() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
+on() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
 hub="http://10.88.1.1:7070"
-in hub "$bin/connect-coordinator" --listen 0.0.0.0:7070 --insecure --open-registration \
+ip netns exec "$p-hub" "$bin/connect-coordinator" --listen 0.0.0.0:7070 --insecure --open-registration \
   --data-dir "$dir/hub" --public-url "$hub" >"$dir/hub.log" 2>&1 & pids+=($!); hub_pid=$!
-for _ in $(seq 200); do in hub bash -c 'exec 3<>/dev/tcp/127.0.0.1/7070' 2>/dev/null && break; sleep 0.05; done
-in sharer iperf3 -s -B 0.0.0.0 -p 5201 >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 200); do on hub bash -c 'exec 3<>/dev/tcp/127.0.0.1/7070' 2>/dev/null && break; sleep 0.05; done
+ip netns exec "$p-sharer" iperf3 -s -B 0.0.0.0 -p 5201 >/dev/null 2>&1 & pids+=($!)
 alice=(--hub "$hub" --config "$dir/alice/config.toml")
-in sharer "$bin/connect" "${alice[@]}" up --name alice >"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
-for _ in $(seq 200); do in sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
-in sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/null
-code=$(in sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
+ip netns exec "$p-sharer" "$bin/connect" "${alice[@]}" up --name alice >"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
+for _ in $(seq 200); do on sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
+on sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/null
+code=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
 
 iperf() { # iperf NS HOST PORT [-R] → Gbit/s
-  in "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  on "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
 
@@ -70,7 +73,7 @@ direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
 
 bob=(--hub "$hub" --config "$dir/bob/config.toml")
-in joiner "$bin/connect" "${bob[@]}" --json join "$code" >"$dir/tun.json" 2>"$dir/tun.log" & pids+=($!); tun_pid=$!
+ip netns exec "$p-joiner" "$bin/connect" "${bob[@]}" --json join "$code" >"$dir/tun.json" 2>"$dir/tun.log" & pids+=($!); tun_pid=$!
 for _ in $(seq 300); do grep -q machine_ip "$dir/tun.json" 2>/dev/null && break; sleep 0.05; done
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$dir/tun.json")
 tun_idle=$(rss "$tun_pid")
@@ -80,7 +83,7 @@ tun_load=$(rss "$tun_pid"); sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$h
 kill "$tun_pid"; wait "$tun_pid" 2>/dev/null || true
 
 carol=(--hub "$hub" --config "$dir/carol/config.toml")
-in joiner "$bin/connect" "${carol[@]}" --json join "$code" --no-tun >"$dir/user.json" 2>"$dir/user.log" & pids+=($!); user_pid=$!
+ip netns exec "$p-joiner" "$bin/connect" "${carol[@]}" --json join "$code" --no-tun >"$dir/user.json" 2>"$dir/user.log" & pids+=($!); user_pid=$!
 for _ in $(seq 300); do grep -q machine_ip "$dir/user.json" 2>/dev/null && break; sleep 0.05; done
 address=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["routes"][0]["address"])' "$dir/user.json")
 user=$(iperf joiner "${address%:*}" "${address##*:}")
