@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use connect_netstack::driver::Netstack;
-use fast_socks5::server::Socks5ServerProtocol;
+use fast_socks5::server::{Socks5ServerProtocol, SocksServerError, run_udp_proxy_custom};
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +32,82 @@ pub async fn bind(
     TcpListener::bind((share_loopback, 0)).await
 }
 
+/// UDP ASSOCIATE: datagrams the client addresses to the shared machine (or the share's
+/// loopback alias) go through the tunnel, one tunnel flow per port; answers come back
+/// with the SOCKS5 UDP header. Anything addressed elsewhere is dropped.
+async fn relay_udp<S: Into<std::net::UdpSocket>>(
+    inbound: S,
+    net: Arc<Netstack>,
+    machine: Ipv4Addr,
+    share_loopback: Ipv4Addr,
+) -> Result<(), SocksServerError> {
+    let io = |source, context| SocksServerError::Io { source, context };
+    let socket = tokio::net::UdpSocket::from_std(inbound.into())
+        .map_err(|e| io(e, "adopting the UDP socket"))?;
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel::<(u16, bytes::Bytes)>(256);
+    // One tunnel flow per destination port, each in a task of its own.
+    let mut flows: std::collections::HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> =
+        Default::default();
+    let mut client: Option<SocketAddr> = None;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let (len, from) = received.map_err(|e| io(e, "receiving from the client"))?;
+                client = Some(from);
+                let Ok((0, target, payload)) = fast_socks5::parse_udp_request(&buf[..len]).await else {
+                    continue;
+                };
+                let port = match target {
+                    TargetAddr::Ip(SocketAddr::V4(addr)) if *addr.ip() == machine || *addr.ip() == share_loopback => addr.port(),
+                    TargetAddr::Ip(_) | TargetAddr::Domain(..) => continue,
+                };
+                if !flows.contains_key(&port) {
+                    let Ok(mut flow) = net.open_udp(SocketAddrV4::new(machine, port)).await else {
+                        continue;
+                    };
+                    let (tx, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+                    let answers_tx = answers_tx.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                datagram = outgoing.recv() => match datagram {
+                                    Some(datagram) => {
+                                        if flow.send(&datagram).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    None => return,
+                                },
+                                answer = flow.recv() => match answer {
+                                    Some(answer) => {
+                                        if answers_tx.send((port, answer)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    None => return,
+                                },
+                            }
+                        }
+                    });
+                    flows.insert(port, tx);
+                }
+                if let Some(flow) = flows.get(&port) {
+                    let _ = flow.try_send(payload.to_vec());
+                }
+            }
+            answer = answers.recv() => {
+                let (Some((port, bytes)), Some(client)) = (answer, client) else { continue };
+                let Ok(mut datagram) = fast_socks5::new_udp_header(SocketAddr::from((machine, port))) else {
+                    continue;
+                };
+                datagram.extend_from_slice(&bytes);
+                let _ = socket.send_to(&datagram, client).await;
+            }
+        }
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     net: Arc<Netstack>,
@@ -50,17 +126,29 @@ pub async fn serve(
 
 async fn handle(
     client: TcpStream,
-    net: &Netstack,
+    net: &Arc<Netstack>,
     machine: Ipv4Addr,
     share_loopback: Ipv4Addr,
 ) -> anyhow::Result<()> {
+    let local = client.local_addr()?.ip();
     let (proto, command, target) = Socks5ServerProtocol::accept_no_auth(client)
         .await?
         .read_command()
         .await?;
-    if command != Socks5Command::TCPConnect {
-        proto.reply_error(&ReplyError::CommandNotSupported).await?;
-        return Ok(());
+    match command {
+        Socks5Command::TCPConnect => {}
+        Socks5Command::UDPAssociate => {
+            let net = net.clone();
+            run_udp_proxy_custom(proto, &target, Some(local), local, move |inbound| {
+                relay_udp(inbound, net, machine, share_loopback)
+            })
+            .await?;
+            return Ok(());
+        }
+        Socks5Command::TCPBind => {
+            proto.reply_error(&ReplyError::CommandNotSupported).await?;
+            return Ok(());
+        }
     }
     // The machine's tunnel address, or the share's loopback alias for it.
     let port = match target {

@@ -506,6 +506,20 @@ fn a_teammate_uses_shared_services_with_ordinary_clients() {
         !outside.status.success(),
         "the SOCKS proxy let a connection out to another host"
     );
+    // UDP ASSOCIATE: a DNS query to the machine's port 5353 through the proxy.
+    let (socks_host, socks_port) = split(&socks);
+    let answer = second.ns.ok(
+        "python3",
+        &[
+            "-c",
+            SOCKS_UDP_DNS,
+            &socks_host,
+            &socks_port,
+            &machine,
+            "5353",
+        ],
+    );
+    assert_eq!(answer.trim(), "10.9.8.7", "DNS over SOCKS5 UDP");
 
     // The public URL: an outsider with plain curl, through the hub's reverse proxy.
     let outsider = &second.ns;
@@ -860,6 +874,30 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
     .unwrap();
     assert_eq!(list["shares"][0]["state"], "expired", "{list}");
 }
+
+/// A SOCKS5 UDP ASSOCIATE client asking for demo.connect's A record; prints the address.
+const SOCKS_UDP_DNS: &str = r#"
+import socket, struct, sys
+proxy, port, machine, dns_port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+tcp = socket.create_connection((proxy, port), timeout=10)
+tcp.sendall(b"\x05\x01\x00"); assert tcp.recv(2) == b"\x05\x00"
+tcp.sendall(b"\x05\x03\x00\x01" + bytes(4) + bytes(2))
+reply = tcp.recv(10); assert reply[1] == 0, reply
+relay = (socket.inet_ntoa(reply[4:8]), struct.unpack(">H", reply[8:10])[0])
+query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+query += b"".join(bytes([len(p)]) + p.encode() for p in "demo.connect".split(".")) + b"\x00" + struct.pack(">HH", 1, 1)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.settimeout(5)
+header = b"\x00\x00\x00\x01" + socket.inet_aton(machine) + struct.pack(">H", dns_port)
+data = b""
+for _ in range(3):
+    udp.sendto(header + query, relay)
+    try:
+        data, _ = udp.recvfrom(2048)
+        break
+    except socket.timeout:
+        continue
+print(socket.inet_ntoa(data[-4:]))
+"#;
 
 const APP: &str = r#"
 import hashlib, http.server, sys
