@@ -62,7 +62,7 @@ async fn relay_udp<S: Into<std::net::UdpSocket>>(
                     TargetAddr::Ip(SocketAddr::V4(addr)) if *addr.ip() == machine || *addr.ip() == share_loopback => addr.port(),
                     TargetAddr::Ip(_) | TargetAddr::Domain(..) => continue,
                 };
-                if !flows.contains_key(&port) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = flows.entry(port) {
                     let Ok(mut flow) = net.open_udp(SocketAddrV4::new(machine, port)).await else {
                         continue;
                     };
@@ -90,7 +90,7 @@ async fn relay_udp<S: Into<std::net::UdpSocket>>(
                             }
                         }
                     });
-                    flows.insert(port, tx);
+                    slot.insert(tx);
                 }
                 if let Some(flow) = flows.get(&port) {
                     let _ = flow.try_send(payload.to_vec());
