@@ -1012,7 +1012,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         command
     };
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let _agent = Proc {
+    let mut agent = Proc {
         child: command("alice", &["up", "--name", "alice"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -1107,6 +1107,25 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         status["peers"].as_array().map(Vec::len),
         Some(0),
         "{status}"
+    );
+    // connect down stops the running agent; status then says so with exit 1.
+    let down = command("alice", &["down"]).output().unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        agent.wait_exit(Duration::from_secs(10)).is_some(),
+        "agent still running after connect down"
+    );
+    assert_eq!(
+        command("alice", &["status"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
     );
     drop(bob);
     let _ = std::fs::remove_dir_all(&dir);
