@@ -790,6 +790,31 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
         ],
     );
     assert_eq!(status, "401", "public URL served without the password");
+    // After the restart the hub's own tunnel to the sharer is made afresh: wait until the
+    // public path answers before loading it.
+    eventually(
+        "the public URL through the restarted hub",
+        Duration::from_secs(20),
+        || {
+            joiner
+                .ns
+                .output(
+                    "curl",
+                    &[
+                        "-sf",
+                        "-m",
+                        "5",
+                        "-u",
+                        "alice:s3cret",
+                        "-H",
+                        &header,
+                        &public,
+                    ],
+                )
+                .stdout
+                .starts_with(b"hello from the shared machine")
+        },
+    );
     let upload = net.dir.join("upload.bin");
     run(
         "sh",
