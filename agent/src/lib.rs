@@ -14,6 +14,7 @@ mod hub;
 mod output;
 mod socks;
 mod tun;
+mod udp_flow;
 
 use std::process::ExitCode;
 

@@ -63,33 +63,14 @@ async fn relay_udp<S: Into<std::net::UdpSocket>>(
                     TargetAddr::Ip(_) | TargetAddr::Domain(..) => continue,
                 };
                 if let std::collections::hash_map::Entry::Vacant(slot) = flows.entry(port) {
-                    let Ok(mut flow) = net.open_udp(SocketAddrV4::new(machine, port)).await else {
+                    let answers_tx = answers_tx.clone();
+                    let tag_with_port = move |answer| {
+                        let answers_tx = answers_tx.clone();
+                        async move { answers_tx.send((port, answer)).await.is_ok() }
+                    };
+                    let Some(tx) = crate::udp_flow::spawn(&net, SocketAddrV4::new(machine, port), tag_with_port).await else {
                         continue;
                     };
-                    let (tx, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-                    let answers_tx = answers_tx.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::select! {
-                                datagram = outgoing.recv() => match datagram {
-                                    Some(datagram) => {
-                                        if flow.send(&datagram).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    None => return,
-                                },
-                                answer = flow.recv() => match answer {
-                                    Some(answer) => {
-                                        if answers_tx.send((port, answer)).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    None => return,
-                                },
-                            }
-                        }
-                    });
                     slot.insert(tx);
                 }
                 if let Some(flow) = flows.get(&port) {

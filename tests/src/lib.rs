@@ -317,6 +317,50 @@ impl Drop for Net {
     }
 }
 
+/// A free loopback port, for processes that need no namespace.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A hub on loopback (no namespace needed) with `args` added, logging to
+/// `dir/NAME.log`; healthy when this returns.
+pub fn loopback_hub(dir: &Path, name: &str, port: u16, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(binary("connect-coordinator"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let hub = Proc {
+        child,
+        log,
+        what: name.to_owned(),
+    };
+    eventually(&format!("{name} healthy"), Duration::from_secs(20), || {
+        Command::new("curl")
+            .args([
+                "-sf",
+                "-m",
+                "1",
+                &format!("http://127.0.0.1:{port}/healthz"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    hub
+}
+
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(path).unwrap();

@@ -949,51 +949,12 @@ class App(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), App).serve_forever()
 "#;
 
-/// A free loopback port for a hub that needs no namespace.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A hub on loopback (no namespace needed), healthy when this returns.
-fn loopback_hub(dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    let log = dir.join(format!("hub-{port}.log"));
-    let file = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let hub = Proc {
-        child: std::process::Command::new(binary("connect-coordinator"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                dir.join("hub").to_str().unwrap(),
-            ])
-            .args(extra)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap(),
-        log,
-        what: "hub".into(),
-    };
-    eventually("hub healthy", Duration::from_secs(20), || {
-        std::process::Command::new("curl")
-            .args([
-                "-sf",
-                "-m",
-                "1",
-                &format!("http://127.0.0.1:{port}/healthz"),
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    hub
+/// A hub on loopback with its data in `dir/hub`.
+fn hub_in(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    let data = dir.join("hub");
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    loopback_hub(dir, &format!("hub-{port}"), port, &args)
 }
 
 /// Rewrites the hub's database with python3's sqlite3, as a hostile hub operator could.
@@ -1013,7 +974,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
-    let mut hub = loopback_hub(&dir, port, &["--open-registration"]);
+    let mut hub = hub_in(&dir, port, &["--open-registration"]);
     let echo = TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_port = echo.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -1077,7 +1038,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         &dir,
         &format!("UPDATE agents SET public_key = '{forged}' WHERE name = 'alice'"),
     );
-    hub = loopback_hub(&dir, port, &["--open-registration"]);
+    hub = hub_in(&dir, port, &["--open-registration"]);
     let output = command("bob", &["join", &code, "--no-tun"])
         .output()
         .unwrap();
@@ -1096,7 +1057,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         &dir,
         &format!("UPDATE agents SET public_key = '{real}' WHERE name = 'alice'"),
     );
-    hub = loopback_hub(&dir, port, &["--open-registration"]);
+    hub = hub_in(&dir, port, &["--open-registration"]);
     let mut bob = Proc {
         child: command("bob", &["--json", "join", &code, "--no-tun"])
             .stdout(std::process::Stdio::piped())
@@ -1111,7 +1072,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
     hub.signal("KILL");
     hub.wait_exit(Duration::from_secs(5));
     tamper(&dir, &format!("UPDATE joins SET public_key = '{forged}'"));
-    let _hub = loopback_hub(&dir, port, &["--open-registration"]);
+    let _hub = hub_in(&dir, port, &["--open-registration"]);
     eventually(
         "the sharer refuses the swapped joiner",
         Duration::from_secs(20),
@@ -1172,7 +1133,7 @@ fn bad_input_gets_one_line_and_exit_1() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
-    let mut hub = loopback_hub(&dir, port, &[]);
+    let mut hub = hub_in(&dir, port, &[]);
     let config = dir.join("agent/config.toml");
     let run = |args: &[&str]| {
         std::process::Command::new(binary("connect"))

@@ -13,47 +13,20 @@ use std::time::{Duration, Instant};
 use connect_e2e::*;
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn hub(dir: &Path, name: &str, database: &str, port: u16) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(binary("connect-coordinator"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    let data = dir.join(name);
+    loopback_hub(
+        dir,
+        name,
+        port,
+        &[
             "--open-registration",
             "--database",
             database,
-        ])
-        .args(["--data-dir", dir.join(name).to_str().unwrap()])
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let hub = Proc {
-        child,
-        log,
-        what: name.into(),
-    };
-    eventually(&format!("{name} healthy"), Duration::from_secs(20), || {
-        Command::new("curl")
-            .args([
-                "-sf",
-                "-m",
-                "1",
-                &format!("http://127.0.0.1:{port}/healthz"),
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    hub
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    )
 }
 
 #[test]

@@ -268,33 +268,19 @@ async fn forward_udp(socket: Arc<UdpSocket>, net: Arc<Netstack>, remote: SocketA
         {
             continue;
         }
-        let Ok(mut flow) = net.open_udp(remote).await else {
+        let socket = socket.clone();
+        let answer_to_client = move |answer: bytes::Bytes| {
+            let socket = socket.clone();
+            async move {
+                let _ = socket.send_to(&answer, client).await;
+                true
+            }
+        };
+        let Some(tx) = crate::udp_flow::spawn(&net, remote, answer_to_client).await else {
             continue;
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
         let _ = tx.try_send(datagram);
         senders.insert(client, tx);
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    outgoing = rx.recv() => match outgoing {
-                        Some(datagram) => {
-                            if flow.send(&datagram).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => return,
-                    },
-                    incoming = flow.recv() => match incoming {
-                        Some(answer) => {
-                            let _ = socket.send_to(&answer, client).await;
-                        }
-                        None => return,
-                    },
-                }
-            }
-        });
     }
 }
 
