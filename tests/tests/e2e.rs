@@ -1203,3 +1203,115 @@ fn bad_input_gets_one_line_and_exit_1() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A WebSocket echo server (Debian's python3-websockets) on 127.0.0.1:PORT.
+const WS_SERVER: &str = r#"
+import asyncio, sys, websockets
+async def echo(ws, path=None):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1])):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// Connects to ws://HOST:PORT/ on 127.0.0.1:PORT (so Host names the share), sends a
+/// message, prints the echo.
+const WS_CLIENT: &str = r#"
+import asyncio, sys, websockets
+async def main():
+    uri = f"ws://{sys.argv[1]}:{sys.argv[2]}/"
+    async with websockets.connect(uri, host="127.0.0.1", port=int(sys.argv[2]), open_timeout=10) as ws:
+        await ws.send("ping through the tunnel")
+        print(await asyncio.wait_for(ws.recv(), 10))
+asyncio.run(main())
+"#;
+
+/// A WebSocket through the public URL: the hub bridges the upgrade byte for byte.
+#[test]
+fn a_websocket_echo_round_trips_through_the_public_url() {
+    let dir = std::env::temp_dir().join(format!("connect-e2e-ws-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    let _hub = hub_in(&dir, port, &["--open-registration"]);
+    let ws_port = free_port();
+    let log = std::fs::File::create(dir.join("ws.log")).unwrap();
+    let _server = Proc {
+        child: std::process::Command::new("/usr/bin/python3")
+            .args(["-c", WS_SERVER, &ws_port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("ws.log"),
+        what: "websocket server".into(),
+    };
+    eventually("websocket server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", ws_port)).is_ok()
+    });
+    let command = |args: &[&str]| {
+        let mut command = std::process::Command::new(binary("connect"));
+        command.args([
+            "--hub",
+            &hub_url,
+            "--config",
+            dir.join("alice/config.toml").to_str().unwrap(),
+        ]);
+        command.args(args);
+        command
+    };
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let _agent = Proc {
+        child: command(&["up", "--name", "alice"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("agent.log"),
+        what: "agent".into(),
+    };
+    eventually("agent up", Duration::from_secs(20), || {
+        command(&["status"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let target = format!("127.0.0.1:{ws_port}");
+    assert!(
+        command(&["expose", &target, "--name", "ws"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let share: Value = serde_json::from_slice(
+        &command(&["--json", "share", "--http-port", &ws_port.to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let url = share["url"].as_str().expect("a public URL").to_owned();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let echo = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", WS_CLIENT, &host, &port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        echo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&echo.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&echo.stdout).trim(),
+        "ping through the tunnel"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
