@@ -124,8 +124,10 @@ fn two_hubs_on_one_database_serve_the_same_shares() {
         what: "bob".into(),
     };
     let ready = bob.json_line(Duration::from_secs(30));
+    // Usually about a second; on a loaded machine the first WireGuard initiation can
+    // race the relay learning of the pair, and the next one is what gets through.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(10),
         "join across hubs took {:?}",
         started.elapsed()
     );
