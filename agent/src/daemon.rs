@@ -33,7 +33,8 @@ use crate::output;
 
 /// WireGuard keepalive towards joiners: keeps the relay's and NATs' mappings warm.
 const KEEPALIVE_SECS: u16 = 25;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Kept short: a hub back from a restart should see its agents within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A joiner as this agent knows it.
 struct Joiner {

@@ -740,6 +740,16 @@ fn a_share_survives_a_hub_sigkill_and_expiry_cuts_it() {
     assert!(hub.wait_exit(Duration::from_secs(5)).is_some());
     drop(hub);
     let _hub = start_hub(&net, &hub_data);
+    // The agent reconnects by itself (readiness: its status says the stream is back).
+    eventually(
+        "agent back on the restarted hub",
+        Duration::from_secs(30),
+        || {
+            let output = connect(&sharer.host.ns, &sharer.config, &["--json", "status"]);
+            serde_json::from_slice::<Value>(&output.stdout)
+                .is_ok_and(|s| s["hub_connected"] == true)
+        },
+    );
     // Keys, agents and shares are all still there.
     assert!(
         key_command(&["list"]).contains("usable"),
