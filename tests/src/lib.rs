@@ -317,6 +317,22 @@ impl Drop for Net {
     }
 }
 
+/// A TCP echo server on loopback for the life of the test process; returns its port.
+pub fn tcp_echo() -> u16 {
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    port
+}
+
 /// A free loopback port, for processes that need no namespace.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

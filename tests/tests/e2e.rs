@@ -3,7 +3,6 @@
 //! are `#[ignore = "needs root"]`; scripts/test.sh runs them as root in CI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -985,17 +984,7 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
     let port = free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
     let mut hub = hub_in(&dir, port, &["--open-registration"]);
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in echo.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = stream.try_clone().unwrap();
-                let mut writer = stream;
-                let _ = std::io::copy(&mut reader, &mut writer);
-            });
-        }
-    });
+    let echo_port = tcp_echo();
     let command = |who: &str, args: &[&str]| {
         let mut command = std::process::Command::new(binary("connect"));
         command.args([

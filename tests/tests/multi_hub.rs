@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,17 +53,7 @@ fn two_hubs_on_one_database_serve_the_same_shares() {
     let _hub_a = hub(&dir, "hub-a", &database, port_a);
     let _hub_b = hub(&dir, "hub-b", &database, port_b);
 
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in echo.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = stream.try_clone().unwrap();
-                let mut writer = stream;
-                let _ = std::io::copy(&mut reader, &mut writer);
-            });
-        }
-    });
+    let echo_port = tcp_echo();
     let connect = |port: u16, who: &str| {
         let mut command = Command::new(binary("connect"));
         command.args(["--hub", &format!("http://127.0.0.1:{port}")]);
