@@ -1293,6 +1293,16 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
     )
     .unwrap();
     let url = share["url"].as_str().expect("a public URL").to_owned();
+    // --disable-http: the same services, no public URL.
+    let private: Value = serde_json::from_slice(
+        &command(&["--json", "share", "--disable-http"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(private["url"].is_null(), "{private}");
+
     let host = url
         .trim_start_matches("http://")
         .split(':')
