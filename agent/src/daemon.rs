@@ -126,7 +126,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
                     "status" => agent.status(&me.name, hub.url(), relay.addr).await,
                     // `connect share` wrote a new share: serve its address and URL now.
                     "reload" => {
-                        agent.apply(StreamEvent::ShareCreated { lookup: String::new() }).await;
+                        agent.reload_shares().await;
                         json!({"reloaded": true})
                     }
                     "down" => json!({"up": false}),
@@ -250,11 +250,7 @@ impl Agent<'_> {
                 self.remove(peer.public_key.0).await;
                 self.add(peer).await;
             }
-            StreamEvent::ShareCreated { .. } => {
-                let shares = self.ctx.paths.local_shares().unwrap_or_default();
-                let _ = self.net.set_addresses(live_addresses(&shares)).await;
-                self.sync_hub().await;
-            }
+            StreamEvent::ShareCreated { .. } => self.reload_shares().await,
             StreamEvent::ShareEnded { lookup, state } => {
                 let gone: Vec<[u8; 32]> = self
                     .joiners
@@ -276,6 +272,13 @@ impl Agent<'_> {
                 self.sync_hub().await;
             }
         }
+    }
+
+    /// Serves the addresses and public URLs of the shares in this machine's share file.
+    async fn reload_shares(&mut self) {
+        let shares = self.ctx.paths.local_shares().unwrap_or_default();
+        let _ = self.net.set_addresses(live_addresses(&shares)).await;
+        self.sync_hub().await;
     }
 
     /// Lets the hub reach exactly the HTTP ports of this machine's live public shares, from

@@ -219,7 +219,7 @@ impl HubPeer {
         });
         let nudge = async {
             let Some(key) = key else {
-                return std::future::pending().await;
+                return;
             };
             loop {
                 let up = self
@@ -239,9 +239,12 @@ impl HubPeer {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         };
+        let connect = self.net.connect_tcp(SocketAddrV4::new(machine, port));
+        tokio::pin!(connect);
         tokio::select! {
-            connected = self.net.connect_tcp(SocketAddrV4::new(machine, port)) => connected,
-            () = nudge => unreachable!("the nudge loop never ends"),
+            connected = &mut connect => connected,
+            // Only without a known sharer does the nudge end; then just wait to connect.
+            () = nudge => connect.await,
         }
     }
 }

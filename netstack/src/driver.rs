@@ -29,8 +29,6 @@ use crate::{Error, PublicKey, relay};
 /// Bytes moved per chunk between a flow and the node: big enough that per-chunk costs
 /// vanish, small enough that a flow's chunk queue stays a few hundred KiB.
 const CHUNK: usize = 64 * 1024;
-/// Larger than any datagram the tunnel MTU lets through.
-const MAX_DATAGRAM: usize = 2048;
 /// Chunks queued from the node to one flow's writer.
 const FLOW_QUEUE: usize = 4;
 /// Commands queued from all flows and callers to the node task.
@@ -156,6 +154,7 @@ impl Netstack {
         let node = Node::new(config, rand::random(), Instant::now());
         let driver = Driver {
             transmit_buf: vec![0; 65536 + relay::DATA_HEADER],
+            chunk_buf: vec![0; CHUNK],
             node,
             socket: Arc::new(socket),
             tun,
@@ -321,7 +320,6 @@ enum Chunk {
 
 /// The node task's view of one flow.
 struct FlowIo {
-    protocol: Protocol,
     to_real: mpsc::Sender<Chunk>,
     /// Data from the real side the node has not taken yet.
     pending: Option<Bytes>,
@@ -354,6 +352,8 @@ struct Driver {
     cancel: CancellationToken,
     tasks: TaskTracker,
     transmit_buf: Vec<u8>,
+    /// Where flow data is read from the node before it is handed to a flow task.
+    chunk_buf: Vec<u8>,
 }
 
 impl Driver {
@@ -526,7 +526,7 @@ impl Driver {
             Command::DialTcp(dst, reply) => match self.node.connect_tcp(dst, now) {
                 Ok(flow) => {
                     let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
-                    let mut io = FlowIo::new(Protocol::Tcp, to_real, &self.cancel);
+                    let mut io = FlowIo::new(to_real, &self.cancel);
                     io.dial = Some(DialWaiter {
                         reply,
                         to_real: from_node,
@@ -540,8 +540,7 @@ impl Driver {
             Command::DialUdp(dst, reply) => match self.node.open_udp(dst, now) {
                 Ok(flow) => {
                     let (to_real, from_node) = mpsc::channel(FLOW_QUEUE * 16);
-                    self.flows
-                        .insert(flow, FlowIo::new(Protocol::Udp, to_real, &self.cancel));
+                    self.flows.insert(flow, FlowIo::new(to_real, &self.cancel));
                     let _ = reply.send(Ok((flow, from_node)));
                 }
                 Err(err) => {
@@ -608,7 +607,7 @@ impl Driver {
                 ..
             } => {
                 let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
-                let io = FlowIo::new(protocol, to_real, &self.cancel);
+                let io = FlowIo::new(to_real, &self.cancel);
                 let ends = FlowEnds {
                     flow,
                     commands: self.commands.clone(),
@@ -708,15 +707,11 @@ impl Driver {
                 io.out_blocked = true;
                 return;
             };
-            let mut buf = BytesMut::zeroed(if io.protocol == Protocol::Udp {
-                MAX_DATAGRAM
-            } else {
-                CHUNK
-            });
-            match self.node.recv(flow, &mut buf) {
+            // Read into one reused buffer and copy out only what arrived: an allocation
+            // sized to the data, instead of a zeroed 64 KiB one per attempt.
+            match self.node.recv(flow, &mut self.chunk_buf) {
                 Ok(Some(len)) => {
-                    buf.truncate(len);
-                    permit.send(Chunk::Data(buf.freeze()));
+                    permit.send(Chunk::Data(Bytes::copy_from_slice(&self.chunk_buf[..len])));
                 }
                 Ok(None) | Err(_) => {
                     if io.fin_pending {
@@ -731,9 +726,8 @@ impl Driver {
 }
 
 impl FlowIo {
-    fn new(protocol: Protocol, to_real: mpsc::Sender<Chunk>, parent: &CancellationToken) -> Self {
+    fn new(to_real: mpsc::Sender<Chunk>, parent: &CancellationToken) -> Self {
         Self {
-            protocol,
             to_real,
             pending: None,
             eof_pending: false,
