@@ -59,6 +59,11 @@ if [ "$(id -u)" -eq 0 ]; then
   ignored=(--run-ignored all)
 fi
 
+# The end-to-end tests run the real `connect` and `connect-coordinator` binaries, which
+# cargo only builds for tests of their own package: build them explicitly.
+echo "==> cargo build"
+cargo build --workspace --locked --bins
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "${ignored[@]}"
