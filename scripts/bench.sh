@@ -5,12 +5,14 @@
 #     TUN joiner and user-space joiner, against iperf3 over the same links without the
 #     tunnel; and the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
+#  3. as root: public HTTP through the hub's reverse proxy (wrk: requests/s and p99 for
+#     a small page; curl: a 50 MB download) against the same server reached directly.
 # --netns-only skips the in-process part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v iperf3 >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
+if { ! command -v iperf3 || ! command -v wrk; } >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 wrk curl >/dev/null
 fi
 
 echo "==> building (release)"
@@ -63,6 +65,12 @@ ip netns exec "$p-sharer" "$bin/connect" "${alice[@]}" up --name alice >"$dir/al
 for _ in $(seq 200); do on sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
 on sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/null
 code=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
+# A web server for the public-URL figures, reachable directly too (for the baseline).
+mkdir -p "$dir/www"; head -c 52428800 /dev/urandom >"$dir/www/big.bin"; echo "hello from the sharer" >"$dir/www/index.html"
+ip netns exec "$p-sharer" python3 -m http.server 8080 --bind 0.0.0.0 --directory "$dir/www" >/dev/null 2>&1 & pids+=($!)
+on sharer "$bin/connect" "${alice[@]}" expose localhost:8080 --name web >/dev/null
+url=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+public_host=${url#http://}; public_host=${public_host%%:*}
 
 iperf() { # iperf NS HOST PORT [-R] → Gbit/s
   on "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
@@ -104,3 +112,29 @@ echo "| TUN joiner idle / under load | $tun_idle / $tun_load |"
 echo "| user-space joiner under load | $user_load |"
 echo "| sharing agent after load | $sharer_load |"
 echo "| hub after load | $hub_load |"
+
+if command -v wrk >/dev/null; then
+  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit).
+  wrk_run() { # wrk_run URL [Host header] → "req/s p99"
+    local args=(-t2 -c16 -d5s --latency)
+    [ -n "${2:-}" ] && args+=(-H "Host: $2")
+    on joiner wrk "${args[@]}" "$1" | awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {printf "%.0f %s", r, p}'
+  }
+  speed() { # speed URL [Host header] → Gbit/s for the 50 MB file
+    local args=(-s -o /dev/null -w '%{speed_download}')
+    [ -n "${2:-}" ] && args+=(-H "Host: $2")
+    on joiner curl "${args[@]}" "$1" | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'
+  }
+  for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
+  read -r direct_rps direct_p99 <<<"$(wrk_run http://10.88.1.2:8080/index.html)"
+  read -r hub_rps hub_p99 <<<"$(wrk_run http://10.88.2.1:7070/index.html "$public_host")"
+  direct_big=$(speed http://10.88.1.2:8080/big.bin)
+  hub_big=$(speed http://10.88.2.1:7070/big.bin "$public_host")
+  echo
+  echo "| public HTTP (python http.server on the sharer) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs direct |"
+  echo "|---|---|---|---|---|"
+  echo "| direct to the server | $direct_rps | $direct_p99 | $direct_big Gbit/s | 100% |"
+  echo "| through the hub's public URL | $hub_rps | $hub_p99 | $hub_big Gbit/s | $(ratio "$hub_rps" "$direct_rps") req/s, $(ratio "$hub_big" "$direct_big") download |"
+else
+  echo "==> skipping the public HTTP figures (no wrk)"
+fi

@@ -44,6 +44,12 @@ pub enum Command {
     Share(ShareArgs),
     /// Join a share: the shared machine appears at a static 172.16.x.x address.
     Join(JoinArgs),
+    /// The forced command of a `--ssh-once` key (run by sshd, not by people).
+    #[command(hide = true)]
+    SshOnce {
+        authorized_keys: PathBuf,
+        marker: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -76,12 +82,16 @@ pub struct ShareArgs {
     /// Ask visitors of the public URL for this user and password (basic auth at the hub).
     #[arg(long, value_name = "USER:PASS", conflicts_with = "disable_http")]
     pub http_auth: Option<String>,
+    /// Let joiners SSH in (`join --ssh`) with a new key kept encrypted at the hub.
     #[arg(long)]
     pub ssh: bool,
+    /// The key works for one SSH session only.
     #[arg(long, requires = "ssh")]
     pub ssh_once: bool,
+    /// The account joiners log in as (default: the one running connect).
     #[arg(long, requires = "ssh")]
     pub ssh_user: Option<String>,
+    /// Read the key's password from this file instead of asking twice.
     #[arg(long, requires = "ssh")]
     pub ssh_password_file: Option<PathBuf>,
     /// Every TCP/UDP port of HOST, not only exposed services.
@@ -105,8 +115,10 @@ pub struct JoinArgs {
     pub no_tun: bool,
     #[arg(long)]
     pub socks: Option<SocketAddr>,
+    /// Open an SSH session on the shared machine (password: asked, or CONNECT_SSH_PASSWORD).
     #[arg(long)]
     pub ssh: bool,
-    #[arg(last = true)]
+    /// Arguments for ssh after `--`, e.g. a command to run.
+    #[arg(last = true, requires = "ssh")]
     pub ssh_args: Vec<String>,
 }

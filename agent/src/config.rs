@@ -40,6 +40,20 @@ pub struct LocalShare {
     pub http_port: Option<u16>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: time::OffsetDateTime,
+    /// `--ssh`: the line this share put in an account's `authorized_keys`.
+    #[serde(default)]
+    pub ssh: Option<LocalSsh>,
+}
+
+/// A share's SSH key as this machine installed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalSsh {
+    pub user: String,
+    pub authorized_keys: PathBuf,
+    pub line: String,
+    pub marker: String,
+    #[serde(default)]
+    pub once: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -97,6 +97,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         hub_nets: Vec::new(),
     };
     agent.sync_hub().await;
+    sync_ssh_keys(&ctx.paths.local_shares().unwrap_or_default(), true);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -140,6 +141,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         }
     }
     stream_task.abort();
+    // Nobody can SSH in through a stopped agent; the keys go until it runs again.
+    sync_ssh_keys(&ctx.paths.local_shares().unwrap_or_default(), false);
     let _ = std::fs::remove_file(&socket_path);
     net.shutdown().await;
     if !ctx.json {
@@ -183,6 +186,24 @@ async fn hold_stream(hub: Hub, inputs: mpsc::Sender<Input>) {
     }
 }
 
+/// Keys of live `--ssh` shares in `authorized_keys` while the agent runs (`running`),
+/// none otherwise. A `--ssh-once` key is never put back: it may have been used.
+fn sync_ssh_keys(shares: &[LocalShare], running: bool) {
+    let now = time::OffsetDateTime::now_utc();
+    for share in shares {
+        let Some(ssh) = &share.ssh else { continue };
+        if running && share.expires_at > now {
+            if !ssh.once
+                && let Err(err) = crate::ssh::install(share)
+            {
+                tracing::warn!(%err, share = %share.name, "cannot put the share's SSH key back");
+            }
+        } else {
+            crate::ssh::uninstall(share);
+        }
+    }
+}
+
 fn live_addresses(shares: &[LocalShare]) -> Vec<Ipv4Addr> {
     let now = time::OffsetDateTime::now_utc();
     shares
@@ -192,11 +213,16 @@ fn live_addresses(shares: &[LocalShare]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// The share's snapshot of routes as the data plane's policy.
+/// The share's snapshot of routes as the data plane's policy. Port 22 is reachable only
+/// on a share made with `--ssh`, whatever else was exposed.
 pub fn policy_of(share: &LocalShare) -> Policy {
+    let ssh = share.ssh.is_some();
     let routes = share
         .routes
         .iter()
+        .filter(|route| {
+            ssh || route.protocol != WireProtocol::Tcp || route.port != crate::ssh::PORT
+        })
         .filter_map(|route| {
             let (host, port) = parse_target(&route.target).ok()?;
             Some(Route {
@@ -212,6 +238,11 @@ pub fn policy_of(share: &LocalShare) -> Policy {
     Policy {
         routes,
         all_ports: share.all_ports.as_deref().map(Into::into),
+        closed_tcp: if ssh {
+            Vec::new()
+        } else {
+            vec![crate::ssh::PORT]
+        },
     }
 }
 
@@ -264,6 +295,10 @@ impl Agent<'_> {
                 if let Ok(mut shares) = self.ctx.paths.local_shares()
                     && shares.iter().any(|s| s.lookup == lookup)
                 {
+                    shares
+                        .iter()
+                        .filter(|s| s.lookup == lookup)
+                        .for_each(crate::ssh::uninstall);
                     shares.retain(|s| s.lookup != lookup);
                     let _ = self.ctx.paths.save_local_shares(&shares);
                     let _ = self.net.set_addresses(live_addresses(&shares)).await;

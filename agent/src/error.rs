@@ -20,6 +20,10 @@ pub enum Fail {
     ForgedSharer,
     #[error("The agent is not running")]
     NotRunning,
+    #[error("Wrong password for the share's SSH key")]
+    WrongSshPassword,
+    #[error("This share does not offer SSH")]
+    NoSsh,
 }
 
 impl Fail {
@@ -32,6 +36,10 @@ impl Fail {
             Fail::ShareNotFound => Some("Ask your teammate for a fresh code: connect share"),
             Fail::InvalidExpires => Some("Use valid format: connect share --expires 14d"),
             Fail::NotRunning => Some("Start it with: connect up"),
+            Fail::WrongSshPassword => {
+                Some("Ask your teammate for the password they gave `connect share --ssh`.")
+            }
+            Fail::NoSsh => Some("Ask your teammate to share with: connect share --ssh"),
             Fail::Hub(_) | Fail::Usage(_) | Fail::ForgedSharer => None,
         }
     }

@@ -153,6 +153,12 @@ impl Hub {
         self.post(routes::JOIN, request).await
     }
 
+    /// The encrypted SSH key of a share this agent joined.
+    pub async fn ssh_key(&self, lookup: &str) -> anyhow::Result<SshKey> {
+        self.get(&routes::SHARE_SSH_KEY.replace("{lookup}", lookup))
+            .await
+    }
+
     /// The agent's event stream; ends when the connection drops.
     pub async fn stream(&self) -> anyhow::Result<impl Stream<Item = StreamEvent> + use<>> {
         let response = self

@@ -13,6 +13,7 @@ mod error;
 mod hub;
 mod output;
 mod socks;
+mod ssh;
 mod tun;
 mod udp_flow;
 

@@ -18,6 +18,7 @@ pub mod relay;
 mod serve;
 pub mod state;
 pub mod store;
+mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,7 @@ pub fn state(
         metrics: Arc::new(Metrics::default()),
         expiry: Arc::new(Notify::new()),
         hub_peer: None,
+        upstream: None,
     };
     (state, updates)
 }

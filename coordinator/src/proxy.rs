@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,9 +17,6 @@ use hyper_util::rt::TokioIo;
 use crate::addresses::machine_ip;
 use crate::api::join::client_addr;
 use crate::state::{AppState, Metrics};
-
-/// How long a public request waits for the tunnel to the sharing machine.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The share name in a `Host` header of `NAME.DOMAIN[:PORT]`, if it is one.
 pub fn share_name<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
@@ -101,32 +97,13 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
             "The machine sharing this page is not reachable right now.",
         )
     };
-    let Some(hub) = state.hub_peer.clone() else {
+    let Some(upstream) = state.upstream.clone() else {
         return offline();
     };
     if !state.events.is_connected(&share.agent_id) {
         return offline();
     }
     let port = share.http_port.unwrap_or(80);
-    let stream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, hub.connect(machine_ip(share.block), port))
-            .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                tracing::debug!(%err, share = name, "tunnel connection refused");
-                return offline();
-            }
-            Err(_) => return offline(),
-        };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
-            Err(_) => return offline(),
-        };
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
     let client = client_addr(request.extensions());
     forwarded_headers(&mut request, client, host);
     // A WebSocket (or any Upgrade) continues as raw bytes once both sides agree.
@@ -154,7 +131,10 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
         }),
         started: std::time::Instant::now(),
     };
-    match sender.send_request(request).await {
+    match upstream
+        .send(&share.public_name, machine_ip(share.block), port, request)
+        .await
+    {
         Ok(mut response) => {
             log.set_status(response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -275,7 +255,16 @@ impl hyper::body::Body for Counted {
     }
 }
 
+/// Marks requests that arrived over TLS, for `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tls;
+
 fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &str) {
+    let proto = if request.extensions().get::<Tls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let headers = request.headers_mut();
     if let Some(client) = client {
         let ip = client.ip().to_string();
@@ -287,7 +276,7 @@ fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &s
             headers.insert("x-forwarded-for", value);
         }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value);
     }

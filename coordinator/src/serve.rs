@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -21,6 +21,10 @@ use crate::store::Store;
 /// Open streams (server-sent events) never finish by themselves: after a shutdown
 /// request they get this long, then the hub exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Time for a client to send a request's headers, and to start the next one.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -108,7 +112,9 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
         crate::hub_peer::HubPeer::start(&state.store, &cli.store.data_dir, udp_local, &RandomIds)
             .await?;
     hub_peer.sync(&state.store).await?;
-    state.hub_peer = Some(Arc::new(hub_peer));
+    let hub_peer = Arc::new(hub_peer);
+    state.upstream = Some(Arc::new(crate::upstream::Upstream::new(hub_peer.clone())));
+    state.hub_peer = Some(hub_peer);
     crate::run(listener, udp, state, updates, tls, shutdown_signal()).await?;
     Ok(())
 }
@@ -168,6 +174,10 @@ fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeE
 }
 
 /// Serves `router` until `shutdown`, then gives open connections a short grace.
+///
+/// Every connection, plain or TLS, gets the same limits: request headers must arrive
+/// within [`HEADER_TIMEOUT`] (which also closes keep-alive connections idle that long)
+/// and fit in [`MAX_HEADER_BYTES`]; larger gets 431.
 pub async fn serve_http(
     listener: TcpListener,
     router: Router,
@@ -179,54 +189,69 @@ pub async fn serve_http(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut grace = stop_rx.clone();
-    let grace = async move {
-        let _ = grace.wait_for(|stop| *stop).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    let Some(tls) = tls else {
-        let mut stop = stop_rx.clone();
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        });
-        return tokio::select! {
-            result = serve => result,
-            () = grace => Ok(()),
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    let builder = Arc::new(builder);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    continue;
+                }
+            },
+            () = stopped(&mut stop_rx) => break,
         };
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let accept_loop = async {
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(%err, "accept failed");
-                        continue;
+        let _ = stream.set_nodelay(true);
+        let mut service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let serve = async {
+                match acceptor {
+                    None => {
+                        let service = TowerToHyperService::new(service);
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
                     }
-                },
-                _ = stop_rx.wait_for(|stop| *stop) => return,
+                    Some(acceptor) => {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        service = service.layer(axum::Extension(crate::proxy::Tls));
+                        let service = TowerToHyperService::new(service);
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
             };
-            let acceptor = acceptor.clone();
-            let service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
-            tokio::spawn(async move {
-                let Ok(Ok(stream)) =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let service = TowerToHyperService::new(service);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    };
-    accept_loop.await;
-    grace.await;
+            tokio::select! {
+                () = serve => {}
+                () = stopped(&mut stop) => {
+                    // Open streams never end by themselves: a short grace, then close.
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                }
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     Ok(())
+}
+
+/// Resolves once shutdown was asked for (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

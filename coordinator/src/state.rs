@@ -146,6 +146,8 @@ pub struct AppState {
     pub expiry: Arc<Notify>,
     /// The hub's own WireGuard peer for public HTTP shares, when running as a server.
     pub hub_peer: Option<crate::proxy::Shared>,
+    /// Pooled HTTP connections over `hub_peer` to sharing machines.
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }
 
 impl AppState {

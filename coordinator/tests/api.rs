@@ -178,7 +178,80 @@ both_backends!(
     expiry_fires_at_the_deadline,
     addresses_are_unique_and_reused,
     state_survives_reopening_the_database,
+    ssh_keys_go_to_joiners_only_and_once_keys_once,
 );
+
+async fn ssh_keys_go_to_joiners_only_and_once_keys_once() {
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0\n-----END OPENSSH PRIVATE KEY-----";
+    let hub = Hub::new(true).await;
+    let alice = hub.agent("alice").await;
+    let bob = hub.agent("bob").await;
+    let carol = hub.agent("carol").await;
+    let key_of = |lookup: u8| routes::SHARE_SSH_KEY.replace("{lookup}", &hex64(lookup));
+    for (lookup, once) in [(1u8, false), (2, true)] {
+        let mut body = share_body(lookup, 3600);
+        body["ssh"] = json!({"user": "dev", "encrypted_key": KEY, "once": once});
+        let (status, share) = hub
+            .call(Method::POST, routes::SHARES, Some(&alice), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{share}");
+        assert_eq!(share["ssh_user"], "dev");
+        let join = json!({"lookup": hex64(lookup), "key_mac": hex64(0xbb)});
+        let (status, joined) = hub
+            .call(Method::POST, routes::JOIN, Some(&bob), Some(join))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{joined}");
+        assert_eq!(joined["ssh_user"], "dev");
+    }
+    // Only an agent that joined gets the key.
+    let (status, body) = hub.call(Method::GET, &key_of(1), Some(&carol), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_error_shape(&body);
+    for _ in 0..2 {
+        let (status, body) = hub.call(Method::GET, &key_of(1), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["encrypted_key"], KEY);
+        assert_eq!(body["user"], "dev");
+    }
+    // --ssh-once: the first download only.
+    let (status, body) = hub.call(Method::GET, &key_of(2), Some(&bob), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = hub.call(Method::GET, &key_of(2), Some(&bob), None).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_error_shape(&body);
+    // A share without --ssh has no key; an ended share's key is deleted.
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(3, 3600)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let join = json!({"lookup": hex64(3), "key_mac": hex64(0xbb)});
+    hub.call(Method::POST, routes::JOIN, Some(&bob), Some(join))
+        .await;
+    let (status, _) = hub.call(Method::GET, &key_of(3), Some(&bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let revoke = routes::SHARE_REVOKE.replace("{lookup}", &hex64(1));
+    let (status, _) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = hub.call(Method::GET, &key_of(1), Some(&bob), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Junk for a key or a user is refused.
+    for ssh in [
+        json!({"user": "dev", "encrypted_key": "not a key"}),
+        json!({"user": "Root; rm", "encrypted_key": KEY}),
+    ] {
+        let mut body = share_body(4, 3600);
+        body["ssh"] = ssh;
+        let (status, body) = hub
+            .call(Method::POST, routes::SHARES, Some(&alice), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+}
 
 async fn registration_needs_a_usable_key() {
     let hub = Hub::new(false).await;
@@ -541,7 +614,7 @@ mod properties {
         fn arbitrary_bodies_never_break_the_api(
             route in prop::sample::select(vec![
                 routes::AGENTS, routes::ME, routes::SERVICES, "/v1/services/x", routes::SHARES,
-                "/v1/shares/00", "/v1/shares/00/revoke", routes::JOIN, routes::HEALTHZ,
+                "/v1/shares/00", "/v1/shares/00/revoke", "/v1/shares/00/ssh-key", routes::JOIN, routes::HEALTHZ,
             ]),
             method in prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]),
             body in prop_oneof![

@@ -106,6 +106,7 @@ impl Bench {
                 target: Target::new("127.0.0.1", 80),
             }],
             all_ports: None,
+            closed_tcp: Vec::new(),
         };
         sharer.add_peer(peer(&jk, JOINER_IP, None, policy)).unwrap();
         joiner

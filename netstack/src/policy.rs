@@ -63,6 +63,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// `--all-ports`: every TCP and UDP port of this host, same port number.
     pub all_ports: Option<Arc<str>>,
+    /// TCP ports `all_ports` does not open (SSH is shared only when asked for).
+    pub closed_tcp: Vec<u16>,
 }
 
 impl Policy {
@@ -74,6 +76,9 @@ impl Policy {
             .find(|r| r.protocol == protocol && r.port == port)
             .map(|r| r.target.clone())
             .or_else(|| {
+                if protocol == Protocol::Tcp && self.closed_tcp.contains(&port) {
+                    return None;
+                }
                 self.all_ports
                     .as_ref()
                     .map(|host| Target::new(host.clone(), port))
@@ -94,6 +99,7 @@ mod tests {
                 target: Target::new("127.0.0.1", 15432),
             }],
             all_ports: None,
+            closed_tcp: Vec::new(),
         };
         assert_eq!(
             policy.target(Protocol::Tcp, 5432),
@@ -112,7 +118,13 @@ mod tests {
                 target: Target::new("10.0.0.5", 8080),
             }],
             all_ports: Some("10.0.0.9".into()),
+            closed_tcp: vec![22],
         };
+        assert_eq!(policy.target(Protocol::Tcp, 22), None);
+        assert_eq!(
+            policy.target(Protocol::Udp, 22),
+            Some(Target::new("10.0.0.9", 22))
+        );
         assert_eq!(
             policy.target(Protocol::Udp, 53),
             Some(Target::new("10.0.0.9", 53))

@@ -100,6 +100,7 @@ async fn pair() -> (Netstack, Netstack) {
             route(Protocol::Udp, 53, servers.udp_echo),
         ],
         all_ports: None,
+        closed_tcp: Vec::new(),
     };
     let mut sharer_config = NodeConfig::new(key(1));
     sharer_config.addresses = vec![SHARER_IP];

@@ -8,6 +8,8 @@
 //! does not forward, so hosts reach each other only through the relay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

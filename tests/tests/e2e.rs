@@ -6,135 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use connect_e2e::cluster::*;
 use connect_e2e::*;
 use serde_json::Value;
-
-const HUB_PORT: u16 = 7070;
-
-struct Sharer {
-    host: Host,
-    config: String,
-}
-
-/// The contract's `--json` shapes: these keys, whatever else.
-fn assert_keys(value: &Value, keys: &[&str]) {
-    for key in keys {
-        assert!(value.get(key).is_some(), "{key:?} missing from {value}");
-    }
-}
-
-/// Starts the hub in the hub namespace and waits for /healthz.
-fn start_hub(net: &Net, data: &Path) -> Proc {
-    let data = data.to_str().unwrap().to_owned();
-    let hub = net.spawn(
-        &net.hub,
-        "hub",
-        &binary("connect-coordinator"),
-        &[
-            "--listen",
-            &format!("0.0.0.0:{HUB_PORT}"),
-            "--insecure",
-            "--open-registration",
-            "--data-dir",
-            &data,
-            "--public-url",
-            &format!("http://{}:{HUB_PORT}", Net::hub_ip(1)),
-        ],
-        &[],
-        false,
-    );
-    let url = format!("http://127.0.0.1:{HUB_PORT}/healthz");
-    eventually("hub healthy", Duration::from_secs(20), || {
-        net.hub
-            .output("curl", &["-sf", "-m", "1", &url])
-            .status
-            .success()
-    });
-    hub
-}
-
-fn hub_url() -> String {
-    format!("http://{}:{HUB_PORT}", Net::hub_ip(1))
-}
-
-fn connect(ns: &Netns, config: &str, args: &[&str]) -> std::process::Output {
-    let hub = hub_url();
-    let mut all = vec!["--hub", hub.as_str(), "--config", config];
-    all.extend_from_slice(args);
-    ns.output(binary("connect"), &all)
-}
-
-fn connect_ok(ns: &Netns, config: &str, args: &[&str]) -> String {
-    let output = connect(ns, config, args);
-    assert!(
-        output.status.success(),
-        "connect {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn start_agent(net: &Net, sharer: &Sharer) -> Proc {
-    let agent = net.spawn(
-        &sharer.host.ns,
-        "agent",
-        &binary("connect"),
-        &[
-            "--hub",
-            &hub_url(),
-            "--config",
-            &sharer.config,
-            "up",
-            "--name",
-            "alice",
-        ],
-        &[],
-        false,
-    );
-    eventually("agent up", Duration::from_secs(20), || {
-        connect(&sharer.host.ns, &sharer.config, &["status"])
-            .status
-            .success()
-    });
-    agent
-}
-
-fn join(net: &Net, host: &Host, what: &str, code: &str, extra: &[&str]) -> (Proc, Value) {
-    let config = net.dir.join(format!("{what}/config.toml"));
-    let config = config.to_str().unwrap();
-    let hub = hub_url();
-    let mut args = vec![
-        "--hub",
-        hub.as_str(),
-        "--config",
-        config,
-        "--json",
-        "join",
-        code,
-    ];
-    args.extend_from_slice(extra);
-    let mut proc = net.spawn(&host.ns, what, &binary("connect"), &args, &[], true);
-    let ready = proc.json_line(Duration::from_secs(30));
-    (proc, ready)
-}
-
-fn address_of(ready: &Value, name: &str) -> String {
-    ready["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no route {name} in {ready}"))["address"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn split(address: &str) -> (String, String) {
-    let (host, port) = address.rsplit_once(':').unwrap();
-    (host.to_owned(), port.to_owned())
-}
 
 /// PostgreSQL, Redis, dnsmasq and an HTTP server with a 50 MB file, all on the sharer's
 /// loopback; returns their processes and the file's digest.
@@ -312,17 +186,6 @@ fn share(sharer: &Sharer, extra: &[&str]) -> Value {
     let mut args = vec!["--json", "share", "--name", "staging-env"];
     args.extend_from_slice(extra);
     serde_json::from_str(&connect_ok(&sharer.host.ns, &sharer.config, &args)).unwrap()
-}
-
-fn new_sharer(net: &mut Net) -> Sharer {
-    let host = net.host("sharer");
-    let config = net
-        .dir
-        .join("sharer/config.toml")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    Sharer { host, config }
 }
 
 #[test]

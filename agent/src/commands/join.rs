@@ -33,15 +33,12 @@ const GOODBYE: Duration = Duration::from_secs(1);
 struct Forward {
     name: String,
     protocol: WireProtocol,
+    /// The route's port on the shared machine.
+    remote_port: u16,
     address: SocketAddr,
 }
 
 pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
-    if args.ssh {
-        return Err(
-            Fail::Usage("SSH joining (--ssh) is not available in this version yet".into()).into(),
-        );
-    }
     let code = ShareCode::parse(&args.code).ok_or(Fail::ShareNotFound)?;
     // A fresh guest identity per join: its own key and relay slot, so a join never
     // disturbs an agent running on this machine.
@@ -74,8 +71,29 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
     ) {
         return Err(Fail::ForgedSharer.into());
     }
+    // With --ssh, the key is fetched and opened before any tunnel: a wrong password
+    // fails at once.
+    let ssh = if args.ssh {
+        let user = joined.ssh_user.clone().ok_or(Fail::NoSsh)?;
+        let sealed = hub.ssh_key(&code.lookup()).await?;
+        let password = crate::ssh::password::join_password()?;
+        let key = crate::ssh::keypair::decrypt(&sealed.encrypted_key, &password).map_err(
+            |err| match err {
+                crate::ssh::keypair::KeyError::WrongPassword => Fail::WrongSshPassword,
+                other @ (crate::ssh::keypair::KeyError::Format
+                | crate::ssh::keypair::KeyError::Generate(_)) => Fail::Hub(other.to_string()),
+            },
+        )?;
+        Some((user, key))
+    } else {
+        None
+    };
     if !ctx.json {
-        println!("==> connect: Connecting to: {}", joined.name);
+        if ssh.is_some() {
+            eprintln!("==> connect: Connecting to: {}", joined.name);
+        } else {
+            println!("==> connect: Connecting to: {}", joined.name);
+        }
     }
 
     let (tun, why) = if args.no_tun {
@@ -132,6 +150,25 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         ));
         (forwards, Some(socks))
     };
+    if let Some((user, key)) = ssh {
+        let address = match &interface {
+            Some(_) => SocketAddr::from((joined.machine_ip, crate::ssh::PORT)),
+            None => forwards
+                .iter()
+                .find(|f| f.protocol == WireProtocol::Tcp && f.remote_port == crate::ssh::PORT)
+                .map(|f| f.address)
+                .ok_or(Fail::NoSsh)?,
+        };
+        if ctx.json {
+            report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
+        } else {
+            eprintln!(
+                "==> connect: SSH to {user}@{} through the tunnel",
+                joined.machine_ip
+            );
+        }
+        return crate::ssh::session::run(&key, &user, address, &args.ssh_args).await;
+    }
     report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
 
     let mut events = std::pin::pin!(hub.stream().await?);
@@ -235,6 +272,7 @@ async fn userspace_forwards(
         forwards.push(Forward {
             name: route.name.clone(),
             protocol: route.protocol,
+            remote_port: route.port,
             address,
         });
     }

@@ -6,6 +6,7 @@ mod down;
 pub(crate) mod expose;
 mod join;
 mod share;
+pub(crate) mod ssh_once;
 mod status;
 pub(crate) mod up;
 
@@ -32,6 +33,14 @@ impl Context {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // sshd runs this as the target account, which may have no connect config at all.
+    if let Command::SshOnce {
+        authorized_keys,
+        marker,
+    } = cli.command
+    {
+        return Ok(ssh_once::run(authorized_keys, &marker));
+    }
     let paths = Paths::new(cli.config)?;
     let config = paths.load()?;
     let hub_url = cli
@@ -51,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Expose(args) => expose::run(&ctx, args).await,
         Command::Share(args) => share::run(&ctx, args).await,
         Command::Join(args) => join::run(&ctx, args).await,
+        Command::SshOnce { .. } => Ok(ExitCode::FAILURE),
     }
 }
 

@@ -3,15 +3,17 @@
 
 use std::process::ExitCode;
 
-use connect_api::{CreateShareRequest, Protocol, Route, Share, ShareState};
+use connect_api::{CreateShareRequest, Protocol, Route, Share, ShareState, SshOffer};
 use serde_json::json;
 
 use super::Context;
 use crate::cli::ShareArgs;
 use crate::code::{Role, ShareCode};
-use crate::config::LocalShare;
+use crate::config::{LocalShare, LocalSsh};
 use crate::error::Fail;
 use crate::output;
+use crate::ssh::authorized_keys::AuthorizedKeys;
+use crate::ssh::{self, keypair, password};
 
 /// Ports users serve HTTP on, in the order they are tried.
 const HTTP_PORTS: [u16; 5] = [80, 3000, 5000, 8000, 8080];
@@ -54,6 +56,15 @@ pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     if let Some(text) = &args.revoke {
         let code = code_of(text)?;
         ctx.agent_hub()?.revoke(&code.lookup()).await?;
+        // The agent does this too when it runs; the key must go even when it does not.
+        if let Some(share) = ctx
+            .paths
+            .local_shares()?
+            .iter()
+            .find(|s| s.lookup == code.lookup())
+        {
+            ssh::uninstall(share);
+        }
         if ctx.json {
             output::json(&json!({ "code": code.to_string(), "state": "revoked" }));
         } else {
@@ -75,13 +86,9 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         Some(text) => connect_api::parse_duration(text).ok_or(Fail::InvalidExpires)?,
         None => std::time::Duration::from_secs(24 * 3600),
     };
-    if args.ssh {
-        return Err(
-            Fail::Usage("SSH sharing (--ssh) is not available in this version yet".into()).into(),
-        );
-    }
     let hub = ctx.agent_hub()?;
-    let routes = hub.services().await?;
+    let mut routes = hub.services().await?;
+    ssh_route(&mut routes, args.ssh);
     let all_ports = args
         .all_ports
         .then(|| args.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()));
@@ -111,6 +118,11 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     }
     let key = super::up::load_key(&ctx.paths)?;
     let code = ShareCode::generate();
+    let ssh = if args.ssh {
+        Some(prepare_ssh(&args, &code)?)
+    } else {
+        None
+    };
     let request = CreateShareRequest {
         name: args.name.clone(),
         lookup: code.lookup(),
@@ -120,8 +132,24 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         http_port,
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
         http_auth: args.http_auth.clone(),
+        ssh: ssh.as_ref().map(|s| s.offer.clone()),
     };
-    let share = hub.create_share(&request).await?;
+    // The key goes in before the share exists, so a joiner never finds it missing, and
+    // comes out again if the hub refuses the share.
+    let installed = ssh.as_ref().map(|s| (&s.file, &s.local));
+    if let Some((file, local)) = installed {
+        file.add(&local.line, &local.marker)
+            .map_err(|err| Fail::Usage(err.to_string()))?;
+    }
+    let share = match hub.create_share(&request).await {
+        Ok(share) => share,
+        Err(err) => {
+            if let Some((file, local)) = installed {
+                let _ = file.remove(&local.marker);
+            }
+            return Err(err);
+        }
+    };
     let mut local = ctx.paths.local_shares()?;
     let now = time::OffsetDateTime::now_utc();
     local.retain(|s| s.expires_at > now);
@@ -134,6 +162,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         all_ports: all_ports.clone(),
         http_port: share.url.as_ref().and(http_port),
         expires_at: share.expires_at,
+        ssh: ssh.as_ref().map(|s| s.local.clone()),
     });
     ctx.paths.save_local_shares(&local)?;
     // A running agent serves the new share's address and public URL at once.
@@ -162,6 +191,17 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     println!("Your teammate can join with:");
     println!("  connect join {code}");
     print_routes(&routes, all_ports.as_deref());
+    if let Some(ssh) = &ssh {
+        println!(
+            "SSH: connect join --ssh {code}  (as {}{})",
+            ssh.local.user,
+            if ssh.local.once {
+                ", one session only"
+            } else {
+                ""
+            }
+        );
+    }
     if routes.is_empty() && all_ports.is_none() {
         println!("Expose services first:");
         println!("  connect expose localhost:5432 --name postgres");
@@ -169,6 +209,76 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", output::expires_line(share.expires_at, now));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Port 22 is shared only with `--ssh`, and then goes to this machine's sshd.
+fn ssh_route(routes: &mut Vec<Route>, ssh: bool) {
+    let is_ssh = |r: &Route| r.protocol == Protocol::Tcp && r.port == ssh::PORT;
+    if !ssh {
+        for route in routes.iter().filter(|r| is_ssh(r)) {
+            eprintln!(
+                "[!] Port {} ({}) is shared only with --ssh; leaving it out.",
+                ssh::PORT,
+                route.name
+            );
+        }
+    }
+    routes.retain(|r| !is_ssh(r));
+    if ssh {
+        routes.push(Route {
+            name: "ssh".into(),
+            target: format!("127.0.0.1:{}", ssh::PORT),
+            port: ssh::PORT,
+            protocol: Protocol::Tcp,
+        });
+    }
+}
+
+/// What `--ssh` makes before the share exists: the key, encrypted for the hub, and the
+/// `authorized_keys` line that lets it in.
+struct PreparedSsh {
+    offer: SshOffer,
+    local: LocalSsh,
+    file: AuthorizedKeys,
+}
+
+fn prepare_ssh(args: &ShareArgs, code: &ShareCode) -> anyhow::Result<PreparedSsh> {
+    let file =
+        AuthorizedKeys::of(args.ssh_user.as_deref()).map_err(|err| Fail::Usage(err.to_string()))?;
+    if file.holds_vagrant_insecure_key() {
+        eprintln!(
+            "[!] {} still accepts Vagrant's well-known insecure key: anyone who reaches this machine can log in as {}.",
+            file.path.display(),
+            file.user
+        );
+        eprintln!("    Remove it: {}", file.vagrant_removal_hint());
+    }
+    let password = password::new_password(args.ssh_password_file.as_deref())?;
+    let key = keypair::generate(&password).map_err(|err| Fail::Usage(err.to_string()))?;
+    let marker = ssh::marker(&code.lookup());
+    let line = if args.ssh_once {
+        let exe = std::env::current_exe()?;
+        super::ssh_once::forced_line(&exe, &file.path, &key.public, &marker).ok_or_else(|| {
+            Fail::Usage("--ssh-once needs paths without quotes or backslashes".into())
+        })?
+    } else {
+        format!("{} {marker}", key.public)
+    };
+    Ok(PreparedSsh {
+        offer: SshOffer {
+            user: file.user.clone(),
+            encrypted_key: key.encrypted,
+            once: args.ssh_once,
+        },
+        local: LocalSsh {
+            user: file.user.clone(),
+            authorized_keys: file.path.clone(),
+            line,
+            marker,
+            once: args.ssh_once,
+        },
+        file,
+    })
 }
 
 fn print_routes(routes: &[Route], all_ports: Option<&str>) {

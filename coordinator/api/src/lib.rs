@@ -25,6 +25,7 @@ pub mod routes {
     pub const SHARES: &str = "/v1/shares";
     pub const SHARE: &str = "/v1/shares/{lookup}";
     pub const SHARE_REVOKE: &str = "/v1/shares/{lookup}/revoke";
+    pub const SHARE_SSH_KEY: &str = "/v1/shares/{lookup}/ssh-key";
     pub const JOIN: &str = "/v1/join";
     pub const STREAM: &str = "/v1/stream";
 }
@@ -208,6 +209,29 @@ pub struct CreateShareRequest {
     /// `USER:PASS` the hub asks for on the public URL (basic auth); stored only hashed.
     #[serde(default)]
     pub http_auth: Option<String>,
+    /// `--ssh`: the key joiners download, encrypted on the sharing machine.
+    #[serde(default)]
+    pub ssh: Option<SshOffer>,
+}
+
+/// SSH access to the shared machine. The hub keeps only the key encrypted under a
+/// password that never leaves the sharing machine, so it cannot log in itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshOffer {
+    /// The account joiners log in as.
+    pub user: String,
+    /// The private key in OpenSSH's encrypted format (bcrypt-pbkdf).
+    pub encrypted_key: String,
+    /// `--ssh-once`: the hub deletes the key after its first download.
+    #[serde(default)]
+    pub once: bool,
+}
+
+/// A joiner's download of a share's SSH key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshKey {
+    pub user: String,
+    pub encrypted_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +251,9 @@ pub struct Share {
     pub all_ports: Option<String>,
     #[serde(default)]
     pub joined: u32,
+    /// The account `join --ssh` logs in as, when the share offers SSH.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +314,9 @@ pub struct JoinResponse {
     pub all_ports: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The account `join --ssh` logs in as, when the share offers SSH.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
 }
 
 /// A joiner as the sharer must configure it.

@@ -120,6 +120,7 @@ pub async fn join(
             .unwrap_or_else(|| state.settings.relay.clone()),
         routes: share.routes,
         all_ports: share.all_ports,
+        ssh_user: share.ssh_user,
         expires_at: time::OffsetDateTime::from_unix_timestamp_nanos(
             i128::from(share.expires_at) * 1_000_000,
         )

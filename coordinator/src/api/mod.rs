@@ -8,6 +8,7 @@ pub mod join;
 mod ops;
 mod services;
 mod shares;
+mod ssh;
 mod stream;
 
 use axum::Router;
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::SHARES, get(shares::list).post(shares::create))
         .route(routes::SHARE, get(shares::info))
         .route(routes::SHARE_REVOKE, post(shares::revoke))
+        .route(routes::SHARE_SSH_KEY, get(ssh::key))
         .route(routes::JOIN, post(join::join))
         .route(routes::STREAM, get(stream::stream))
         .fallback(|| async { ApiError::NotFound("no such route") })

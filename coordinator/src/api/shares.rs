@@ -60,6 +60,7 @@ pub fn to_share(state: &AppState, row: &ShareRow, joined: usize) -> Share {
         routes: row.routes.clone(),
         all_ports: row.all_ports.clone(),
         joined: u32::try_from(joined).unwrap_or(u32::MAX),
+        ssh_user: row.ssh_user.clone(),
     }
 }
 
@@ -135,6 +136,7 @@ pub async fn create(
             Some(crate::proxy::auth_hash(&req.lookup, pair))
         }
     };
+    let ssh = req.ssh.as_ref().map(super::ssh::validate).transpose()?;
     let name = req.name.as_deref().map(str::trim).unwrap_or_default();
     if name.len() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(
@@ -162,6 +164,7 @@ pub async fn create(
             http_port: req.http_port,
             http_auth: http_auth.clone(),
             key_mac: req.key_mac.clone(),
+            ssh: ssh.clone(),
             created_at: now,
             expires_at,
         };

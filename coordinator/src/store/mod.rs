@@ -8,6 +8,7 @@ mod joins;
 mod keys;
 mod services;
 mod shares;
+mod ssh_keys;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ pub use agents::AgentRow;
 pub use joins::{JoinError, JoinRow};
 pub use keys::KeyRow;
 pub use shares::{BLOCKS, CreateShareError, HttpShare, NewShare, ShareRow};
+pub use ssh_keys::NewSshKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,7 +4,7 @@ use connect_api::{Route, ShareState};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError};
+use super::{NewSshKey, Store, StoreError};
 
 /// Address blocks in 172.16.0.0/12: one /24 per live share.
 pub const BLOCKS: u32 = 4096;
@@ -22,6 +22,8 @@ pub struct ShareRow {
     /// Hash of `USER:PASS` for basic auth on the public URL, salted with the lookup.
     pub http_auth: Option<String>,
     pub key_mac: String,
+    /// The account `join --ssh` logs in as, when the share offers SSH.
+    pub ssh_user: Option<String>,
     pub state: ShareState,
     pub created_at: i64,
     pub expires_at: i64,
@@ -48,6 +50,7 @@ pub struct NewShare {
     pub http_port: Option<u16>,
     pub http_auth: Option<String>,
     pub key_mac: String,
+    pub ssh: Option<NewSshKey>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -90,6 +93,7 @@ impl ShareRow {
                 .and_then(|p| u16::try_from(p).ok()),
             http_auth: row.try_get("http_auth")?,
             key_mac: row.try_get("key_mac")?,
+            ssh_user: row.try_get("ssh_user")?,
             state: state_from(&row.try_get::<String, _>("state")?),
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -108,7 +112,7 @@ impl ShareRow {
 }
 
 const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, http_auth, \
-                       key_mac, state, created_at, expires_at";
+                       key_mac, ssh_user, state, created_at, expires_at";
 
 fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
     if let sqlx::Error::Database(db) = err
@@ -146,25 +150,7 @@ impl Store {
             if block >= i64::from(BLOCKS) {
                 return Err(CreateShareError::NoBlock);
             }
-            let inserted = sqlx::query(
-                "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
-                 key_mac, state, created_at, expires_at, http_auth) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12)",
-            )
-            .bind(&share.lookup)
-            .bind(&share.agent_id)
-            .bind(&share.name)
-            .bind(&share.public_name)
-            .bind(block)
-            .bind(&routes)
-            .bind(share.all_ports.clone())
-            .bind(share.http_port.map(i64::from))
-            .bind(&share.key_mac)
-            .bind(share.created_at)
-            .bind(share.expires_at)
-            .bind(share.http_auth.clone())
-            .execute(&self.pool)
-            .await;
+            let inserted = self.insert_share_in(share, block, &routes).await;
             match inserted {
                 Ok(_) => {
                     return self.share(&share.lookup).await?.ok_or_else(|| {
@@ -186,6 +172,47 @@ impl Store {
             }
         }
         Err(CreateShareError::NoBlock)
+    }
+
+    /// The share and its SSH key, both or neither.
+    async fn insert_share_in(
+        &self,
+        share: &NewShare,
+        block: i64,
+        routes: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
+             key_mac, state, created_at, expires_at, http_auth, ssh_user) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13)",
+        )
+        .bind(&share.lookup)
+        .bind(&share.agent_id)
+        .bind(&share.name)
+        .bind(&share.public_name)
+        .bind(block)
+        .bind(routes)
+        .bind(share.all_ports.clone())
+        .bind(share.http_port.map(i64::from))
+        .bind(&share.key_mac)
+        .bind(share.created_at)
+        .bind(share.expires_at)
+        .bind(share.http_auth.clone())
+        .bind(share.ssh.as_ref().map(|ssh| ssh.user.clone()))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(ssh) = &share.ssh {
+            sqlx::query(
+                "INSERT INTO ssh_keys (share_lookup, encrypted_key, once) VALUES ($1, $2, $3)",
+            )
+            .bind(&share.lookup)
+            .bind(&ssh.encrypted_key)
+            .bind(i64::from(ssh.once))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     pub async fn share(&self, lookup: &str) -> Result<Option<ShareRow>, StoreError> {
@@ -238,6 +265,7 @@ impl Store {
         .bind(lookup)
         .execute(&self.pool)
         .await?;
+        self.delete_ssh_key(lookup).await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -102,6 +102,7 @@ pub fn sharer_policy() -> Policy {
             },
         ],
         all_ports: None,
+        closed_tcp: Vec::new(),
     }
 }
 
