@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if { ! command -v iperf3 || ! command -v wrk; } >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 wrk curl >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/install-packages.sh iperf3 wrk curl nginx-light
 fi
 
 echo "==> building (release)"
@@ -67,7 +67,27 @@ on sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/
 code=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
 # A web server for the public-URL figures, reachable directly too (for the baseline).
 mkdir -p "$dir/www"; head -c 52428800 /dev/urandom >"$dir/www/big.bin"; echo "hello from the sharer" >"$dir/www/index.html"
-ip netns exec "$p-sharer" python3 -m http.server 8080 --bind 0.0.0.0 --directory "$dir/www" >/dev/null 2>&1 & pids+=($!)
+# nginx (one worker, keep-alive), reachable directly too for the baseline.
+mkdir -p "$dir/nginx"
+cat >"$dir/nginx/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $dir/nginx/pid;
+error_log $dir/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/nginx/body;
+  proxy_temp_path $dir/nginx/proxy;
+  fastcgi_temp_path $dir/nginx/fastcgi;
+  uwsgi_temp_path $dir/nginx/uwsgi;
+  scgi_temp_path $dir/nginx/scgi;
+  server { listen 8080; root $dir/www; }
+}
+CONF
+ip netns exec "$p-sharer" nginx -e "$dir/nginx/error.log" -c "$dir/nginx/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & pids+=($!)
 on sharer "$bin/connect" "${alice[@]}" expose localhost:8080 --name web >/dev/null
 url=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 public_host=${url#http://}; public_host=${public_host%%:*}
@@ -131,7 +151,7 @@ if command -v wrk >/dev/null; then
   direct_big=$(speed http://10.88.1.2:8080/big.bin)
   hub_big=$(speed http://10.88.2.1:7070/big.bin "$public_host")
   echo
-  echo "| public HTTP (python http.server on the sharer) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs direct |"
+  echo "| public HTTP (nginx, one worker, on the sharer) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs direct |"
   echo "|---|---|---|---|---|"
   echo "| direct to the server | $direct_rps | $direct_p99 | $direct_big Gbit/s | 100% |"
   echo "| through the hub's public URL | $hub_rps | $hub_p99 | $hub_big Gbit/s | $(ratio "$hub_rps" "$direct_rps") req/s, $(ratio "$hub_big" "$direct_big") download |"

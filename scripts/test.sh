@@ -8,27 +8,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the suite uses: real services and real clients for the end-to-end
 # tests, and PostgreSQL for the hub's store tests.
 PACKAGES=(python3 python3-websockets postgresql redis-server redis-tools dnsmasq-base bind9-dnsutils curl iproute2 procps openssh-server openssh-client openssl)
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "[x] missing packages: ${missing[*]} (run as root, or install them)" >&2
-    exit 1
-  fi
-  echo "==> installing ${missing[*]}"
-  # Packages only: no daemon (sshd, PostgreSQL, Redis) is started in the root namespace;
-  # the tests start their own inside namespaces they made.
-  policy=/usr/sbin/policy-rc.d
-  made_policy=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  if [ -n "$made_policy" ]; then rm -f "$policy"; fi
-fi
+bash scripts/install-packages.sh "${PACKAGES[@]}"
 
 # A throwaway PostgreSQL cluster for the hub's store tests, run as a non-root user,
 # stopped and deleted on exit.

@@ -1098,7 +1098,7 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
-    let _hub = hub_in(&dir, port, &["--open-registration"]);
+    let mut hub = hub_in(&dir, port, &["--open-registration"]);
     let ws_port = free_port();
     let log = std::fs::File::create(dir.join("ws.log")).unwrap();
     let _server = Proc {
@@ -1184,6 +1184,35 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
     assert_eq!(
         String::from_utf8_lossy(&echo.stdout).trim(),
         "ping through the tunnel"
+    );
+
+    // A joiner whose hub dies still stops on SIGTERM, and at once.
+    let code = share["code"].as_str().unwrap();
+    let join_log = std::fs::File::create(dir.join("join.log")).unwrap();
+    let mut joiner = Proc {
+        child: std::process::Command::new(binary("connect"))
+            .args(["--hub", &hub_url, "--config"])
+            .arg(dir.join("bob/config.toml"))
+            .args(["--json", "join", code, "--no-tun"])
+            .env("CONNECT_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(join_log)
+            .spawn()
+            .unwrap(),
+        log: dir.join("join.log"),
+        what: "joiner".into(),
+    };
+    joiner.json_line(Duration::from_secs(30));
+    hub.signal("KILL");
+    hub.wait_exit(Duration::from_secs(10));
+    eventually("the joiner notices", Duration::from_secs(10), || {
+        joiner.log_text().contains("lost the hub")
+    });
+    joiner.signal("TERM");
+    assert!(
+        joiner.wait_exit(Duration::from_secs(5)).is_some(),
+        "join ignored SIGTERM after its hub went away:\n{}",
+        joiner.log_text()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,6 +29,8 @@ const MTU: u16 = 1420;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a joiner lingers after its share ended, for the sharer's resets.
 const GOODBYE: Duration = Duration::from_secs(1);
+/// How often a joiner tries to hear from a hub that went away.
+const STREAM_RETRY: Duration = Duration::from_secs(5);
 
 struct Forward {
     name: String,
@@ -171,18 +173,32 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
     }
     report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
 
-    let mut events = std::pin::pin!(hub.stream().await?);
+    let mut events = Some(Box::pin(hub.stream().await?));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut reconnect = tokio::time::interval(STREAM_RETRY);
     let ended = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
             _ = terminate.recv() => break None,
-            event = events.next() => match event {
+            event = next_event(&mut events) => match event {
                 Some(StreamEvent::ShareEnded { lookup, state }) if lookup == code.lookup() => break Some(state),
                 Some(_) => {}
-                // The hub went away; the tunnel itself does not need it. Keep running.
-                None => std::future::pending::<()>().await,
+                // The hub went away; the tunnel itself does not need it. Keep running,
+                // and listen again once it is back.
+                None => {
+                    if !ctx.json {
+                        eprintln!("[!] Lost contact with the hub; the tunnel stays up.");
+                    }
+                    tracing::warn!("lost the hub's event stream; the tunnel stays up");
+                    events = None;
+                    reconnect.reset();
+                }
             },
+            _ = reconnect.tick(), if events.is_none() => {
+                if let Ok(Ok(stream)) = tokio::time::timeout(STREAM_RETRY, hub.stream()).await {
+                    events = Some(Box::pin(stream));
+                }
+            }
         }
     };
     if ended.is_some() {
@@ -202,6 +218,14 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
             eprintln!("[x] The share was {state}; disconnected.");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The next event of the hub's stream; never, while there is none.
+async fn next_event<S: futures_util::Stream + Unpin>(events: &mut Option<S>) -> Option<S::Item> {
+    match events {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }
 
