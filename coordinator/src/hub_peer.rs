@@ -77,6 +77,35 @@ fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
     Ok(bytes)
 }
 
+/// Runs the hub's tunnel on a thread and single-threaded runtime of its own, for the
+/// same reason as the relay's: a wake-up per packet that also crosses the API runtime's
+/// threads costs more than the packet. Its dial streams are in-memory pipes any runtime
+/// can drive. The thread lives as long as the hub.
+async fn spawn_on_own_thread(
+    config: NodeConfig,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<Netstack> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (started, net) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hub-tunnel".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let net = tokio::net::UdpSocket::from_std(socket)
+                    .and_then(|socket| Netstack::spawn(config, socket));
+                let running = net.is_ok();
+                let _ = started.send(net);
+                if running {
+                    std::future::pending::<()>().await;
+                }
+            });
+        })?;
+    net.await
+        .map_err(|_| std::io::Error::other("hub tunnel thread ended"))?
+}
+
 impl HubPeer {
     /// Loads or makes the hub's key and relay slot and starts its tunnel on `relay`.
     ///
@@ -123,8 +152,9 @@ impl HubPeer {
             } else {
                 (SocketAddr::new(relay_addr.ip(), 0), relay_addr)
             };
-        let socket = tokio::net::UdpSocket::bind(bind).await?;
-        let net = Netstack::spawn(NodeConfig::new(secret), socket)?;
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let net = spawn_on_own_thread(NodeConfig::new(secret), socket).await?;
         net.set_relay(RelayConfig {
             addr: target,
             slot: agent.relay_id,

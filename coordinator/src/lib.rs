@@ -86,21 +86,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
-    let relay = tokio::spawn(relay::run(
-        udp,
+    let relay = relay::spawn(
+        udp.into_std()?,
         state.hub_peer.as_ref().map(|hub| hub.slot()),
         state.store.clone(),
         state.clock.clone(),
         updates,
         state.metrics.clone(),
         cancel.clone(),
-    ));
+    )?;
     let expiry = tokio::spawn(lifecycle::run_expiry(state.clone(), cancel.clone()));
     let others = tokio::spawn(state.events.clone().listen(cancel.clone()));
     let router = app(state);
     let served = serve::serve_http(listener, router, tls, shutdown).await;
     cancel.cancel();
-    let _ = relay.await;
+    let _ = tokio::task::spawn_blocking(move || relay.join()).await;
     let _ = expiry.await;
     let _ = others.await;
     served

@@ -146,7 +146,7 @@ impl Netstack {
         socket: UdpSocket,
         tun: Option<tun_rs::AsyncDevice>,
     ) -> io::Result<Self> {
-        tune_socket(&socket);
+        crate::socket::tune_udp_buffers(&socket);
         let local_addr = socket.local_addr()?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let cancel = CancellationToken::new();
@@ -361,6 +361,7 @@ impl Driver {
         let mut recv_buf = vec![0u8; 65536];
         let mut tun_buf = vec![0u8; 65536];
         loop {
+            self.bind_relay(Instant::now()).await;
             self.drain_outputs().await;
             let deadline = [
                 self.node.poll_timeout(),
@@ -565,13 +566,13 @@ impl Driver {
                 // Bind at once, before any handshake this command batch may send, so the
                 // relay knows our address when our first datagram arrives.
                 let bind = relay::write_bind(&config.key, config.slot, unix_ms());
-                if let Err(err) = self.socket.try_send_to(&bind, config.addr) {
-                    tracing::debug!(%err, "relay bind failed");
-                }
+                // A socket whose readiness the runtime has not seen yet says WouldBlock;
+                // then the loop binds (awaiting the socket) before it sends anything else.
+                let sent = self.socket.try_send_to(&bind, config.addr).is_ok();
                 self.relay = Some(RelayState {
                     config,
                     observed: None,
-                    next_bind: now + BIND_INTERVAL,
+                    next_bind: if sent { now + BIND_INTERVAL } else { now },
                 });
                 let _ = reply.send(());
             }
@@ -901,23 +902,5 @@ async fn serve_udp(target: Target, ends: FlowEnds) {
                 }
             }
         }
-    }
-}
-
-/// Asks for the largest socket buffers the system allows: a userspace tunnel loses
-/// datagrams to a full receive buffer long before the CPU is busy.
-fn tune_socket(socket: &UdpSocket) {
-    let sock = socket2::SockRef::from(socket);
-    let max = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| text.trim().parse::<usize>().ok())
-            .unwrap_or(4 * 1024 * 1024)
-    };
-    if let Err(err) = sock.set_recv_buffer_size(max("/proc/sys/net/core/rmem_max")) {
-        tracing::debug!(%err, "cannot raise the receive buffer");
-    }
-    if let Err(err) = sock.set_send_buffer_size(max("/proc/sys/net/core/wmem_max")) {
-        tracing::debug!(%err, "cannot raise the send buffer");
     }
 }

@@ -14,6 +14,7 @@ mod node;
 mod packet;
 mod policy;
 pub mod relay;
+mod socket;
 mod stack;
 mod stats;
 mod wg;
@@ -24,6 +25,7 @@ pub use flow::{CloseReason, Event, FlowId};
 pub use ipnet::Ipv4Net;
 pub use node::{Node, NodeConfig, Transmit};
 pub use policy::{Policy, Protocol, Route, Target};
+pub use socket::{SOCKET_BUFFER, tune_udp_buffers};
 pub use stats::Stats;
 pub use wg::{PeerConfig, PeerStats};
 
