@@ -64,6 +64,23 @@ alice=(--hub "$hub" --config "$dir/alice/config.toml")
 ip netns exec "$p-sharer" "$bin/connect" "${alice[@]}" up --name alice >"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
 for _ in $(seq 200); do on sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
 on sharer "$bin/connect" "${alice[@]}" expose localhost:5201 --name iperf >/dev/null
+# An echo server that greets each connection with one byte: round trips and first byte.
+cat >"$dir/echo.py" <<'PY'
+import socket, sys, threading
+def serve(conn):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(b"!")
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        conn.sendall(data)
+server = socket.create_server(("0.0.0.0", 7777))
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+PY
+ip netns exec "$p-sharer" python3 "$dir/echo.py" >/dev/null 2>&1 & pids+=($!)
+on sharer "$bin/connect" "${alice[@]}" expose localhost:7777 --name echo >/dev/null
 code=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
 # A web server for the public-URL figures, reachable directly too (for the baseline).
 mkdir -p "$dir/www"; head -c 52428800 /dev/urandom >"$dir/www/big.bin"; echo "hello from the sharer" >"$dir/www/index.html"
@@ -95,16 +112,44 @@ public_host=${url#http://}; public_host=${public_host%%:*}
 iperf() { # iperf NS HOST PORT [-R] → Gbit/s
   on "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
+rtt() { # rtt NS HOST PORT [CPU] → median µs of a 64-byte request/response
+  local pin=(); [ -n "${4:-}" ] && pin=(taskset -c "$4")
+  on "$1" "${pin[@]}" python3 -c '
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.recv(1)
+msg, times = b"x" * 64, []
+for _ in range(3000):
+    t = time.perf_counter_ns(); s.sendall(msg); got = 0
+    while got < 64:
+        got += len(s.recv(64 - got))
+    times.append(time.perf_counter_ns() - t)
+times.sort(); print("%.0f" % (times[len(times) // 2] / 1000))' "$2" "$3"
+}
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
 
 direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
+direct_rtt=$(rtt joiner 10.88.1.2 7777); direct_rtt_pinned=$(rtt joiner 10.88.1.2 7777 0)
+
+# From `connect join` starting to the first byte of a TCP connection through its tunnel.
+first_byte=$(on joiner python3 -c '
+import json, socket, subprocess, sys, time
+start = time.perf_counter()
+join = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+ready = json.loads(join.stdout.readline())
+s = socket.create_connection((ready["machine_ip"], 7777), timeout=10)
+s.recv(1)
+print("%.0f" % ((time.perf_counter() - start) * 1000))
+join.terminate(); join.wait()' "$bin/connect" --hub "$hub" --config "$dir/dave/config.toml" --json join "$code")
 
 bob=(--hub "$hub" --config "$dir/bob/config.toml")
 ip netns exec "$p-joiner" "$bin/connect" "${bob[@]}" --json join "$code" >"$dir/tun.json" 2>"$dir/tun.log" & pids+=($!); tun_pid=$!
 for _ in $(seq 300); do grep -q machine_ip "$dir/tun.json" 2>/dev/null && break; sleep 0.05; done
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$dir/tun.json")
 tun_idle=$(rss "$tun_pid")
+tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
 tun=$(iperf joiner "$machine" 5201)
 tun_r=$(iperf joiner "$machine" 5201 -R)
 tun_load=$(rss "$tun_pid"); sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
@@ -113,7 +158,7 @@ kill "$tun_pid"; wait "$tun_pid" 2>/dev/null || true
 carol=(--hub "$hub" --config "$dir/carol/config.toml")
 ip netns exec "$p-joiner" "$bin/connect" "${carol[@]}" --json join "$code" --no-tun >"$dir/user.json" 2>"$dir/user.log" & pids+=($!); user_pid=$!
 for _ in $(seq 300); do grep -q machine_ip "$dir/user.json" 2>/dev/null && break; sleep 0.05; done
-address=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["routes"][0]["address"])' "$dir/user.json")
+address=$(python3 -c 'import json,sys; print([r["address"] for r in json.load(open(sys.argv[1]))["routes"] if r["name"] == "iperf"][0])' "$dir/user.json")
 user=$(iperf joiner "${address%:*}" "${address##*:}")
 user_r=$(iperf joiner "${address%:*}" "${address##*:}" -R)
 user_load=$(rss "$user_pid")
@@ -158,3 +203,39 @@ if command -v wrk >/dev/null; then
 else
   echo "==> skipping the public HTTP figures (no wrk)"
 fi
+
+# The hub's API: shares created and joins recorded per second, one client in sequence.
+api=$(on hub python3 -c '
+import json, os, secrets, sys, time, urllib.request
+base, token = "http://127.0.0.1:7070", open(sys.argv[1]).read().strip()
+def call(path, body, tok):
+    req = urllib.request.Request(base + path, json.dumps(body).encode(), {"content-type": "application/json", "authorization": "Bearer " + tok})
+    return json.load(urllib.request.urlopen(req))
+n, lookups = 300, []
+t = time.perf_counter()
+for _ in range(n):
+    lookup = secrets.token_hex(32); lookups.append(lookup)
+    call("/v1/shares", {"lookup": lookup, "expires_in_secs": 600, "routes": [], "key_mac": secrets.token_hex(32)}, token)
+shares = n / (time.perf_counter() - t)
+guest = call("/v1/agents", {"name": "bench", "public_key": __import__("base64").b64encode(os.urandom(32)).decode(), "guest": True}, "")["token"]
+t = time.perf_counter()
+for lookup in lookups:
+    call("/v1/join", {"lookup": lookup, "key_mac": secrets.token_hex(32)}, guest)
+print("%.0f %.0f" % (shares, n / (time.perf_counter() - t)))' "$dir/alice/token")
+read -r shares_per_s joins_per_s <<<"$api"
+echo
+echo "| latency and rates | tunnel | direct |"
+echo "|---|---|---|"
+echo "| 64 B round trip, TUN joiner, median (unpinned / client pinned) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
+echo "| \`connect join\` to the first byte of a TCP connection (TUN) | $first_byte ms | - |"
+echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s / $joins_per_s | - |"
+
+# The chart README.md shows: one TCP stream, each direction, tunnel against direct.
+chart="$PWD/scripts/bench.svg"
+printf '%s\t%s\n' \
+  "direct, joiner→sharer" "$direct" "direct, sharer→joiner" "$direct_r" \
+  "TUN joiner, joiner→sharer" "$tun" "TUN joiner, sharer→joiner" "$tun_r" \
+  "user-space joiner, joiner→sharer" "$user" "user-space joiner, sharer→joiner" "$user_r" \
+  | "$bin/bench-chart" "$chart" "One TCP stream through the hub relay (iperf3, 2 vCPUs)" "Gbit/s"
+echo
+echo "chart: $chart"

@@ -417,8 +417,13 @@ impl Agent<'_> {
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: policy_of(share),
         };
+        let key = config.public_key;
         match self.net.add_peer(config).await {
             Ok(()) => {
+                // Start the handshake from this side too: the joiner's first initiation
+                // may have arrived before this peer existed, and its own retry would
+                // come only after WireGuard's 5 s rekey timeout.
+                let _ = self.net.connect_peer(key).await;
                 if !self.ctx.json {
                     println!(
                         "==> connect: {} joined {} ({})",
