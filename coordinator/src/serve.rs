@@ -210,30 +210,21 @@ pub async fn serve_http(
             () = stopped(&mut stop_rx) => break,
         };
         let _ = stream.set_nodelay(true);
-        let mut service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let serve = async {
                 match acceptor {
-                    None => {
-                        let service = TowerToHyperService::new(service);
-                        let _ = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await;
-                    }
+                    None => serve_one(&builder, stream, service).await,
                     Some(acceptor) => {
-                        let Ok(Ok(stream)) =
+                        if let Ok(Ok(stream)) =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                        else {
-                            return;
-                        };
-                        service = service.layer(axum::Extension(crate::proxy::Tls));
-                        let service = TowerToHyperService::new(service);
-                        let _ = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await;
+                        {
+                            let service = service.layer(axum::Extension(crate::proxy::Tls));
+                            serve_one(&builder, stream, service).await;
+                        }
                     }
                 }
             };
@@ -249,6 +240,20 @@ pub async fn serve_http(
     connections.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     Ok(())
+}
+
+/// Serves HTTP on one accepted connection, plain or TLS, until it closes.
+async fn serve_one<S>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: S,
+    service: Router,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(service);
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Resolves once shutdown was asked for (or its sender is gone).

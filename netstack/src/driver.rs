@@ -423,11 +423,8 @@ impl Driver {
                         }
                     }
                 }
-                () = sleep => {
-                    let now = Instant::now();
-                    self.node.handle_timeout(now);
-                    self.bind_relay(now).await;
-                }
+                // A due relay bind is sent at the top of the loop.
+                () = sleep => self.node.handle_timeout(Instant::now()),
             }
         }
         for (_, flow) in self.flows.drain() {
@@ -563,16 +560,12 @@ impl Driver {
                 let _ = reply.send(());
             }
             Command::SetRelay(config, reply) => {
-                // Bind at once, before any handshake this command batch may send, so the
-                // relay knows our address when our first datagram arrives.
-                let bind = relay::write_bind(&config.key, config.slot, unix_ms());
-                // A socket whose readiness the runtime has not seen yet says WouldBlock;
-                // then the loop binds (awaiting the socket) before it sends anything else.
-                let sent = self.socket.try_send_to(&bind, config.addr).is_ok();
+                // Due at once: the loop binds before it sends anything else, so the relay
+                // knows our address when our first handshake arrives.
                 self.relay = Some(RelayState {
                     config,
                     observed: None,
-                    next_bind: if sent { now + BIND_INTERVAL } else { now },
+                    next_bind: now,
                 });
                 let _ = reply.send(());
             }

@@ -111,6 +111,29 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `command` with its output in `dir/WHAT.log` (stdout piped instead when
+    /// `pipe_stdout`, for [`Proc::json_line`]).
+    pub fn start(dir: &Path, what: &str, command: &mut Command, pipe_stdout: bool) -> Self {
+        let log = dir.join(format!("{what}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stderr(file.try_clone().unwrap())
+            .stdin(Stdio::null());
+        if pipe_stdout {
+            command.stdout(Stdio::piped());
+        } else {
+            command.stdout(file);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        Proc {
+            child,
+            log,
+            what: what.to_owned(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -284,29 +307,12 @@ impl Net {
         envs: &[(&str, &str)],
         pipe_stdout: bool,
     ) -> Proc {
-        let log = self.dir.join(format!("{what}.log"));
-        let file = std::fs::File::create(&log).unwrap();
         let mut command = ns.command(program);
-        command
-            .args(args)
-            .stderr(file.try_clone().unwrap())
-            .stdin(Stdio::null());
+        command.args(args);
         for (k, v) in envs {
             command.env(k, v);
         }
-        if pipe_stdout {
-            command.stdout(Stdio::piped());
-        } else {
-            command.stdout(file);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
-        Proc {
-            child,
-            log,
-            what: what.to_owned(),
-        }
+        Proc::start(&self.dir, what, &mut command, pipe_stdout)
     }
 }
 

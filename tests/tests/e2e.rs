@@ -859,16 +859,12 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         command.args(args);
         command
     };
-    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let mut agent = Proc {
-        child: command("alice", &["up", "--name", "alice"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("agent.log"),
-        what: "agent".into(),
-    };
+    let mut agent = Proc::start(
+        &dir,
+        "agent",
+        &mut command("alice", &["up", "--name", "alice"]),
+        false,
+    );
     eventually("agent up", Duration::from_secs(20), || {
         command("alice", &["status"])
             .output()
@@ -920,15 +916,12 @@ fn a_hub_that_swaps_keys_is_refused_by_both_sides() {
         &format!("UPDATE agents SET public_key = '{real}' WHERE name = 'alice'"),
     );
     hub = hub_in(&dir, port, &["--open-registration"]);
-    let mut bob = Proc {
-        child: command("bob", &["--json", "join", &code, "--no-tun"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("bob.log")).unwrap())
-            .spawn()
-            .unwrap(),
-        log: dir.join("bob.log"),
-        what: "bob".into(),
-    };
+    let mut bob = Proc::start(
+        &dir,
+        "bob",
+        &mut command("bob", &["--json", "join", &code, "--no-tun"]),
+        true,
+    );
     let ready = bob.json_line(Duration::from_secs(30));
     assert_eq!(ready["mode"], "userspace");
     hub.signal("KILL");
@@ -1100,17 +1093,16 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
     let hub_url = format!("http://127.0.0.1:{port}");
     let mut hub = hub_in(&dir, port, &["--open-registration"]);
     let ws_port = free_port();
-    let log = std::fs::File::create(dir.join("ws.log")).unwrap();
-    let _server = Proc {
-        child: std::process::Command::new("/usr/bin/python3")
-            .args(["-c", WS_SERVER, &ws_port.to_string()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("ws.log"),
-        what: "websocket server".into(),
-    };
+    let _server = Proc::start(
+        &dir,
+        "ws",
+        std::process::Command::new("/usr/bin/python3").args([
+            "-c",
+            WS_SERVER,
+            &ws_port.to_string(),
+        ]),
+        false,
+    );
     eventually("websocket server", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", ws_port)).is_ok()
     });
@@ -1125,16 +1117,12 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
         command.args(args);
         command
     };
-    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let _agent = Proc {
-        child: command(&["up", "--name", "alice"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("agent.log"),
-        what: "agent".into(),
-    };
+    let _agent = Proc::start(
+        &dir,
+        "agent",
+        &mut command(&["up", "--name", "alice"]),
+        false,
+    );
     eventually("agent up", Duration::from_secs(20), || {
         command(&["status"])
             .output()
@@ -1188,20 +1176,16 @@ fn a_websocket_echo_round_trips_through_the_public_url() {
 
     // A joiner whose hub dies still stops on SIGTERM, and at once.
     let code = share["code"].as_str().unwrap();
-    let join_log = std::fs::File::create(dir.join("join.log")).unwrap();
-    let mut joiner = Proc {
-        child: std::process::Command::new(binary("connect"))
+    let mut joiner = Proc::start(
+        &dir,
+        "join",
+        std::process::Command::new(binary("connect"))
             .args(["--hub", &hub_url, "--config"])
             .arg(dir.join("bob/config.toml"))
             .args(["--json", "join", code, "--no-tun"])
-            .env("CONNECT_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(join_log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("join.log"),
-        what: "joiner".into(),
-    };
+            .env("CONNECT_LOG", "warn"),
+        true,
+    );
     joiner.json_line(Duration::from_secs(30));
     hub.signal("KILL");
     hub.wait_exit(Duration::from_secs(10));

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use connect_e2e::*;
@@ -64,17 +64,12 @@ fn two_hubs_on_one_database_serve_the_same_shares() {
         command
     };
     // Alice's agent holds its stream on hub A.
-    let log = std::fs::File::create(dir.join("alice.log")).unwrap();
-    let _alice = Proc {
-        child: connect(port_a, "alice")
-            .args(["up", "--name", "alice"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("alice.log"),
-        what: "alice".into(),
-    };
+    let _alice = Proc::start(
+        &dir,
+        "alice",
+        connect(port_a, "alice").args(["up", "--name", "alice"]),
+        false,
+    );
     eventually("alice up", Duration::from_secs(20), || {
         connect(port_a, "alice")
             .arg("status")
@@ -103,16 +98,12 @@ fn two_hubs_on_one_database_serve_the_same_shares() {
 
     // Bob joins through hub B; the join must reach Alice's stream on hub A.
     let started = Instant::now();
-    let mut bob = Proc {
-        child: connect(port_b, "bob")
-            .args(["--json", "join", &code, "--no-tun"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("bob.log")).unwrap())
-            .spawn()
-            .unwrap(),
-        log: dir.join("bob.log"),
-        what: "bob".into(),
-    };
+    let mut bob = Proc::start(
+        &dir,
+        "bob",
+        connect(port_b, "bob").args(["--json", "join", &code, "--no-tun"]),
+        true,
+    );
     let ready = bob.json_line(Duration::from_secs(30));
     // Usually about a second; on a loaded machine the first WireGuard initiation can
     // race the relay learning of the pair, and the next one is what gets through.

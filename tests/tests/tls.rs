@@ -86,9 +86,10 @@ fn a_public_share_is_served_over_tls_by_name() {
     let ca = dir.join("ca.pem").to_str().unwrap().to_owned();
     let port = free_port();
     let hub_url = format!("https://localhost:{port}");
-    let log = std::fs::File::create(dir.join("hub.log")).unwrap();
-    let _hub = Proc {
-        child: Command::new(binary("connect-coordinator"))
+    let _hub = Proc::start(
+        &dir,
+        "hub",
+        Command::new(binary("connect-coordinator"))
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -97,14 +98,9 @@ fn a_public_share_is_served_over_tls_by_name() {
             .args(["--data-dir", dir.join("hub").to_str().unwrap()])
             .args(["--public-url", &hub_url])
             .args(["--tls-cert", dir.join("hub.pem").to_str().unwrap()])
-            .args(["--tls-key", dir.join("hub.key").to_str().unwrap()])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("hub.log"),
-        what: "hub".into(),
-    };
+            .args(["--tls-key", dir.join("hub.key").to_str().unwrap()]),
+        false,
+    );
     let curl = |args: &[&str]| {
         Command::new("curl")
             .args(["-s", "-m", "10", "--cacert", &ca])
@@ -127,17 +123,12 @@ fn a_public_share_is_served_over_tls_by_name() {
 
     // A service that shows the X-Forwarded-Proto it received.
     let app_port = free_port();
-    let app_log = std::fs::File::create(dir.join("app.log")).unwrap();
-    let _app = Proc {
-        child: Command::new("/usr/bin/python3")
-            .args(["-c", ECHO_PROTO, &app_port.to_string()])
-            .stdout(app_log.try_clone().unwrap())
-            .stderr(app_log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("app.log"),
-        what: "app".into(),
-    };
+    let _app = Proc::start(
+        &dir,
+        "app",
+        Command::new("/usr/bin/python3").args(["-c", ECHO_PROTO, &app_port.to_string()]),
+        false,
+    );
     eventually("app listening", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", app_port)).is_ok()
     });
@@ -151,16 +142,12 @@ fn a_public_share_is_served_over_tls_by_name() {
             .env("SSL_CERT_FILE", &ca);
         command
     };
-    let agent_log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let _agent = Proc {
-        child: command(&["up", "--name", "alice"])
-            .stdout(agent_log.try_clone().unwrap())
-            .stderr(agent_log)
-            .spawn()
-            .unwrap(),
-        log: dir.join("agent.log"),
-        what: "agent".into(),
-    };
+    let _agent = Proc::start(
+        &dir,
+        "agent",
+        &mut command(&["up", "--name", "alice"]),
+        false,
+    );
     eventually("agent up over TLS", Duration::from_secs(20), || {
         command(&["status"])
             .output()
