@@ -171,9 +171,10 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         }
         return crate::ssh::session::run(&key, &user, address, &args.ssh_args).await;
     }
+    // Listening to the hub before saying "ready", so a share ending right after is heard.
+    let mut events = Some(Box::pin(hub.stream().await?));
     report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
 
-    let mut events = Some(Box::pin(hub.stream().await?));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut reconnect = tokio::time::interval(STREAM_RETRY);
     let ended = loop {
