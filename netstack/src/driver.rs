@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::{BatchSocket, RecvBatch, Run, SendBatch};
 use crate::flow::{CloseReason, Event, FlowId};
 use crate::node::{Node, NodeConfig};
 use crate::policy::{Protocol, Target};
@@ -33,8 +34,11 @@ const CHUNK: usize = 64 * 1024;
 const FLOW_QUEUE: usize = 4;
 /// Commands queued from all flows and callers to the node task.
 const COMMAND_QUEUE: usize = 1024;
-/// Datagrams read from the socket per wake-up before outputs are drained again.
+/// Datagrams (or commands) taken per wake-up before outputs are drained again: enough to
+/// fill a GSO run of replies, few enough that what the node queues stays small.
 const RECV_BATCH: usize = 64;
+/// Room for one sealed datagram behind a relay header.
+const DATAGRAM_ROOM: usize = 65536 + relay::DATA_HEADER;
 /// A real target that has not answered by then is reported as refused.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -146,17 +150,18 @@ impl Netstack {
         socket: UdpSocket,
         tun: Option<tun_rs::AsyncDevice>,
     ) -> io::Result<Self> {
-        crate::socket::tune_udp_buffers(&socket);
+        let socket = BatchSocket::new(socket)?;
         let local_addr = socket.local_addr()?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let node = Node::new(config, rand::random(), Instant::now());
         let driver = Driver {
-            transmit_buf: vec![0; 65536 + relay::DATA_HEADER],
+            transmit_buf: vec![0; DATAGRAM_ROOM],
+            send_batch: SendBatch::new(DATAGRAM_ROOM, socket.max_segments()),
             chunk_buf: vec![0; CHUNK],
             node,
-            socket: Arc::new(socket),
+            socket,
             tun,
             relay: None,
             receiver,
@@ -343,7 +348,7 @@ struct DialWaiter {
 
 struct Driver {
     node: Node,
-    socket: Arc<UdpSocket>,
+    socket: BatchSocket,
     tun: Option<tun_rs::AsyncDevice>,
     relay: Option<RelayState>,
     receiver: mpsc::Receiver<Command>,
@@ -351,14 +356,17 @@ struct Driver {
     flows: HashMap<FlowId, FlowIo>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// IP packets for the TUN device.
     transmit_buf: Vec<u8>,
+    /// Sealed datagrams, gathered into GSO runs.
+    send_batch: SendBatch,
     /// Where flow data is read from the node before it is handed to a flow task.
     chunk_buf: Vec<u8>,
 }
 
 impl Driver {
     async fn run(mut self) {
-        let mut recv_buf = vec![0u8; 65536];
+        let mut received = RecvBatch::default();
         let mut tun_buf = vec![0u8; 65536];
         loop {
             self.bind_relay(Instant::now()).await;
@@ -384,13 +392,22 @@ impl Driver {
                         break;
                     }
                     let now = Instant::now();
-                    for _ in 0..RECV_BATCH {
-                        match self.socket.try_recv_from(&mut recv_buf) {
-                            Ok((len, from)) => self.handle_datagram(from, &recv_buf[..len], now),
+                    let mut taken = 0;
+                    while taken < RECV_BATCH {
+                        match self.socket.try_recv(&mut received) {
+                            Ok(_) => {
+                                for (from, datagram) in received.datagrams() {
+                                    self.handle_datagram(from, datagram, now);
+                                    taken += 1;
+                                }
+                            }
                             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP errors from a peer that went away surface here; they
                             // say nothing WireGuard's timers will not find out.
-                            Err(err) => tracing::trace!(%err, "udp receive error"),
+                            Err(err) => {
+                                tracing::trace!(%err, "udp receive error");
+                                taken += 1;
+                            }
                         }
                     }
                 }
@@ -440,31 +457,41 @@ impl Driver {
                 }
             }
         }
+        self.send_batch.set_max_segments(self.socket.max_segments());
         loop {
             // Sealed datagrams land after room for a relay header, so relaying copies nothing.
             while let Some(transmit) = self
                 .node
-                .poll_transmit(&mut self.transmit_buf[relay::DATA_HEADER..])
+                .poll_transmit(&mut self.send_batch.tail()[relay::DATA_HEADER..])
             {
-                let end = relay::DATA_HEADER + transmit.len;
-                let (bytes, dst) = match relay::slot_of(transmit.dst) {
-                    None => (&self.transmit_buf[relay::DATA_HEADER..end], transmit.dst),
+                let (offset, len, dst) = match relay::slot_of(transmit.dst) {
+                    None => (relay::DATA_HEADER, transmit.len, transmit.dst),
                     Some(slot) => {
                         let Some(relay) = self.relay.as_ref() else {
                             continue;
                         };
-                        relay::write_data_header(&mut self.transmit_buf, slot);
-                        (&self.transmit_buf[..end], relay.config.addr)
+                        relay::write_data_header(self.send_batch.tail(), slot);
+                        (0, relay::DATA_HEADER + transmit.len, relay.config.addr)
                     }
                 };
-                if let Err(err) = self.socket.send_to(bytes, dst).await {
-                    tracing::debug!(%err, %dst, "udp send failed");
+                if let Some(run) = self.send_batch.push(offset, len, dst) {
+                    self.send_run(run).await;
                 }
             }
             let Some(event) = self.node.poll_event() else {
                 break;
             };
             self.handle_event(event);
+        }
+        if let Some(run) = self.send_batch.finish() {
+            self.send_run(run).await;
+        }
+    }
+
+    async fn send_run(&self, run: Run) {
+        let bytes = self.send_batch.run(&run);
+        if let Err(err) = self.socket.send(run.dst, bytes, run.segment).await {
+            tracing::debug!(%err, dst = %run.dst, "udp send failed");
         }
     }
 
@@ -504,7 +531,7 @@ impl Driver {
         relay.next_bind = now + BIND_INTERVAL;
         let bind = relay::write_bind(&relay.config.key, relay.config.slot, unix_ms());
         let addr = relay.config.addr;
-        if let Err(err) = self.socket.send_to(&bind, addr).await {
+        if let Err(err) = self.socket.send(addr, &bind, bind.len()).await {
             tracing::debug!(%err, %addr, "relay bind failed");
         }
     }

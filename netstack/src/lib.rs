@@ -6,6 +6,7 @@
 //! gives a node a UDP socket, real TCP/UDP sockets for the flows it serves, and streams
 //! for the flows a program dials.
 
+pub mod batch;
 mod device;
 pub mod driver;
 mod error;
@@ -25,7 +26,6 @@ pub use flow::{CloseReason, Event, FlowId};
 pub use ipnet::Ipv4Net;
 pub use node::{Node, NodeConfig, Transmit};
 pub use policy::{Policy, Protocol, Route, Target};
-pub use socket::{SOCKET_BUFFER, tune_udp_buffers};
 pub use stats::Stats;
 pub use wg::{PeerConfig, PeerStats};
 

@@ -6,11 +6,11 @@
 use std::os::fd::AsFd;
 
 /// What tunnel sockets ask for: tens of milliseconds at several Gbit/s.
-pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
 
 /// Raises `socket`'s buffers to [`SOCKET_BUFFER`]: past `net.core.[rw]mem_max` when the
 /// process may (CAP_NET_ADMIN), else as far as those limits allow.
-pub fn tune_udp_buffers(socket: &impl AsFd) {
+pub(crate) fn tune_udp_buffers(socket: &impl AsFd) {
     use nix::sys::socket::{setsockopt, sockopt};
     let fd = socket.as_fd();
     if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err()
