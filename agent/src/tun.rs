@@ -9,13 +9,24 @@ pub struct Tun {
     pub name: String,
 }
 
+/// With the kernel's TCP offloads where it has them (see `connect_netstack`'s TUN batching),
+/// else one packet per read and write.
+///
 /// # Errors
 /// Without CAP_NET_ADMIN (or /dev/net/tun) this fails; the caller falls back to user space.
 pub fn create(local: Ipv4Addr, machine: Ipv4Addr, mtu: u16) -> std::io::Result<Tun> {
-    let device = tun_rs::DeviceBuilder::new()
-        .ipv4(local, 32u8, Some(machine))
-        .mtu(mtu)
-        .build_async()?;
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .ipv4(local, 32u8, Some(machine))
+            .mtu(mtu)
+            .offload(offload)
+            .build_async()
+    };
+    let device = build(true).or_else(|err| {
+        tracing::debug!(%err, "TUN without offloads");
+        build(false)
+    })?;
     let name = device.name()?;
+    tracing::debug!(%name, offload = device.tcp_gso(), "TUN device up");
     Ok(Tun { device, name })
 }

@@ -24,6 +24,7 @@ use crate::flow::{CloseReason, Event, FlowId};
 use crate::node::{Node, NodeConfig};
 use crate::policy::{Protocol, Target};
 use crate::stats::Stats;
+use crate::tun_io::TunIo;
 use crate::wg::{PeerConfig, PeerStats};
 use crate::{Error, PublicKey, relay};
 
@@ -142,14 +143,11 @@ impl Netstack {
         tun: tun_rs::AsyncDevice,
     ) -> io::Result<Self> {
         config.raw = true;
+        let tun = TunIo::new(tun, config.mtu);
         Self::start(config, socket, Some(tun))
     }
 
-    fn start(
-        config: NodeConfig,
-        socket: UdpSocket,
-        tun: Option<tun_rs::AsyncDevice>,
-    ) -> io::Result<Self> {
+    fn start(config: NodeConfig, socket: UdpSocket, tun: Option<TunIo>) -> io::Result<Self> {
         let socket = BatchSocket::new(socket)?;
         let local_addr = socket.local_addr()?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -157,7 +155,6 @@ impl Netstack {
         let tasks = TaskTracker::new();
         let node = Node::new(config, rand::random(), Instant::now());
         let driver = Driver {
-            transmit_buf: vec![0; DATAGRAM_ROOM],
             send_batch: SendBatch::new(DATAGRAM_ROOM, socket.max_segments()),
             chunk_buf: vec![0; CHUNK],
             node,
@@ -349,15 +346,13 @@ struct DialWaiter {
 struct Driver {
     node: Node,
     socket: BatchSocket,
-    tun: Option<tun_rs::AsyncDevice>,
+    tun: Option<TunIo>,
     relay: Option<RelayState>,
     receiver: mpsc::Receiver<Command>,
     commands: mpsc::Sender<Command>,
     flows: HashMap<FlowId, FlowIo>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    /// IP packets for the TUN device.
-    transmit_buf: Vec<u8>,
     /// Sealed datagrams, gathered into GSO runs.
     send_batch: SendBatch,
     /// Where flow data is read from the node before it is handed to a flow task.
@@ -367,7 +362,6 @@ struct Driver {
 impl Driver {
     async fn run(mut self) {
         let mut received = RecvBatch::default();
-        let mut tun_buf = vec![0u8; 65536];
         loop {
             self.bind_relay(Instant::now()).await;
             self.drain_outputs().await;
@@ -423,15 +417,17 @@ impl Driver {
                     }
                 }
                 readable = tun_readable(self.tun.as_ref()) => {
-                    let Some(tun) = self.tun.as_ref() else { continue };
+                    let Some(tun) = self.tun.as_mut() else { continue };
                     if let Err(err) = readable {
                         tracing::warn!(%err, "TUN device failed");
                         break;
                     }
                     let now = Instant::now();
-                    for _ in 0..RECV_BATCH {
-                        match tun.try_recv(&mut tun_buf) {
-                            Ok(len) => self.node.handle_ip_packet(&tun_buf[..len], now),
+                    let node = &mut self.node;
+                    let mut taken = 0;
+                    while taken < RECV_BATCH {
+                        match tun.try_recv(|packet| node.handle_ip_packet(packet, now)) {
+                            Ok(count) => taken += count,
                             Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                             Err(err) => {
                                 tracing::debug!(%err, "TUN receive error");
@@ -450,12 +446,13 @@ impl Driver {
     }
 
     async fn drain_outputs(&mut self) {
-        if let Some(tun) = self.tun.as_ref() {
-            while let Some(len) = self.node.poll_ip_packet(&mut self.transmit_buf) {
-                if let Err(err) = tun.send(&self.transmit_buf[..len]).await {
-                    tracing::debug!(%err, "TUN send failed");
+        if let Some(tun) = self.tun.as_mut() {
+            while let Some(len) = self.node.poll_ip_packet(tun.next_packet()) {
+                if tun.commit(len) {
+                    tun.flush().await;
                 }
             }
+            tun.flush().await;
         }
         self.send_batch.set_max_segments(self.socket.max_segments());
         loop {
@@ -776,7 +773,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-async fn tun_readable(tun: Option<&tun_rs::AsyncDevice>) -> io::Result<()> {
+async fn tun_readable(tun: Option<&TunIo>) -> io::Result<()> {
     match tun {
         Some(tun) => tun.readable().await,
         None => std::future::pending().await,

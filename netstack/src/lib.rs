@@ -18,6 +18,7 @@ pub mod relay;
 mod socket;
 mod stack;
 mod stats;
+mod tun_io;
 mod wg;
 
 pub use boringtun::x25519::{PublicKey, StaticSecret};
