@@ -128,6 +128,19 @@ for _ in range(3000):
 times.sort(); print("%.0f" % (times[len(times) // 2] / 1000))' "$2" "$3"
 }
 rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
+# The hub's relay counters, its CPU time (ticks) and the clock, for rates over a run.
+relay_sample() {
+  on hub curl -s http://127.0.0.1:7070/metrics \
+    | awk -v cpu="$(awk '{print $14+$15}' "/proc/$hub_pid/stat")" -v now="$(date +%s.%N)" \
+      '$1=="connect_relay_packets_total" {p=$2} $1=="connect_relay_bytes_total" {b=$2} END {print p, b, cpu, now}'
+}
+relay_rate() { # relay_rate "BEFORE" "AFTER" → "packets/s Gbit/s cpu%"
+  python3 -c '
+import sys, os
+p0, b0, c0, t0 = map(float, sys.argv[1].split()); p1, b1, c1, t1 = map(float, sys.argv[2].split())
+dt, hz = t1 - t0, os.sysconf("SC_CLK_TCK")
+print("%.0f %.2f %.0f" % ((p1 - p0) / dt, (b1 - b0) * 8 / dt / 1e9, 100 * (c1 - c0) / hz / dt))' "$1" "$2"
+}
 
 direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
@@ -150,7 +163,9 @@ for _ in $(seq 300); do grep -q machine_ip "$dir/tun.json" 2>/dev/null && break;
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$dir/tun.json")
 tun_idle=$(rss "$tun_pid")
 tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
+before=$(relay_sample)
 tun=$(iperf joiner "$machine" 5201)
+read -r relay_pps relay_gbps relay_cpu <<<"$(relay_rate "$before" "$(relay_sample)")"
 tun_r=$(iperf joiner "$machine" 5201 -R)
 tun_load=$(rss "$tun_pid"); sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
 kill "$tun_pid"; wait "$tun_pid" 2>/dev/null || true
@@ -177,6 +192,10 @@ echo "| TUN joiner idle / under load | $tun_idle / $tun_load |"
 echo "| user-space joiner under load | $user_load |"
 echo "| sharing agent after load | $sharer_load |"
 echo "| hub after load | $hub_load |"
+echo
+echo "| hub relay during the TUN joiner's upload | datagrams/s | Gbit/s | hub CPU (of one core) |"
+echo "|---|---|---|---|"
+echo "| relayed | $relay_pps | $relay_gbps | $relay_cpu% |"
 
 if command -v wrk >/dev/null; then
   # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit).

@@ -161,3 +161,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Whether to try direct paths to peers. `CONNECT_RELAY_ONLY=1` keeps every datagram on
+/// the hub's relay: for networks that mangle direct UDP, and to measure the relay.
+pub fn direct_paths() -> bool {
+    std::env::var_os("CONNECT_RELAY_ONLY").is_none_or(|v| v.is_empty() || v == "0")
+}

@@ -62,6 +62,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         addr: resolve(&me.relay).await?,
         slot: me.relay_id,
         key: relay::relay_key(&token),
+        direct: crate::config::direct_paths(),
     };
     net.set_relay(relay.clone()).await?;
 

@@ -159,6 +159,8 @@ impl HubPeer {
             addr: target,
             slot: agent.relay_id,
             key: relay::relay_key(&token),
+            // The relay is on this machine, usually reached on loopback: nothing to save.
+            direct: false,
         })
         .await
         .map_err(|_| std::io::Error::other("hub tunnel stopped"))?;

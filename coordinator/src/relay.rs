@@ -1,5 +1,6 @@
 //! The UDP relay: forwards sealed WireGuard datagrams between agents that have a live
-//! join, tells agents their observed address, and drops everything else.
+//! join, tells agents their observed address and, while it forwards between two, where it
+//! sees each (so they can try a direct path), and drops everything else.
 //!
 //! `RelayTable` is the pure part (slots, allowed pairs, per-source rate limits); `run`
 //! is the small driver around one socket. See `connect_netstack::relay` for the format.
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use connect_netstack::batch::{BatchSocket, RecvBatch};
+use connect_netstack::batch::{BatchSocket, Received, RecvBatch};
 use connect_netstack::relay::{self, Frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -20,6 +21,9 @@ use crate::store::Store;
 /// Datagrams one source address may send per second before the excess is dropped.
 /// 500,000 × 1.4 KB ≈ 5.6 Gbit/s: a busy tunnel fits, a flood does not.
 const PER_SOURCE_PER_SECOND: u32 = 500_000;
+/// How often an agent is re-told where a peer it talks to through us is, while it does:
+/// each telling is a chance to punch through NAT, and a peer that moved is found again.
+const INTRODUCE_EVERY_MS: u64 = 2_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayUpdate {
@@ -32,15 +36,19 @@ pub enum RelayUpdate {
 struct Slot {
     key: [u8; 32],
     addr: Option<SocketAddr>,
+    /// Our address the agent's bind came to: what datagrams to it are sent from.
+    local: Option<IpAddr>,
 }
 
 /// What to do with a datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Rewrite the slot (bytes 4..12) to `source` and send the datagram to `to`.
+    /// Rewrite the slot (bytes 4..12) to `source` and send the datagram to `to`, from our
+    /// address `via` (the one `to` binds to, which its NAT expects answers from).
     Forward {
         to: SocketAddr,
         source: u64,
+        via: Option<IpAddr>,
     },
     /// Send this reply to the datagram's sender.
     Reply(Vec<u8>),
@@ -56,6 +64,8 @@ pub struct RelayTable {
     /// Live joins per (lower slot, higher slot); a count, since one pair can share twice.
     pairs: HashMap<(u64, u64), u32>,
     rate: HashMap<IpAddr, (u64, u32)>,
+    /// When `to` was last told where the agent in the slot is.
+    introduced: HashMap<(u64, SocketAddr), u64>,
 }
 
 fn pair(a: u64, b: u64) -> (u64, u64) {
@@ -78,7 +88,11 @@ impl RelayTable {
     }
 
     pub fn add_key(&mut self, slot: u64, key: [u8; 32]) {
-        self.slots.entry(slot).or_insert(Slot { key, addr: None });
+        self.slots.entry(slot).or_insert(Slot {
+            key,
+            addr: None,
+            local: None,
+        });
     }
 
     fn allowed(&mut self, from: IpAddr, now_ms: u64) -> bool {
@@ -95,7 +109,39 @@ impl RelayTable {
         entry.1 <= PER_SOURCE_PER_SECOND
     }
 
-    pub fn handle(&mut self, from: SocketAddr, datagram: &[u8], now_ms: u64) -> Verdict {
+    /// After forwarding from slot `source` (at `from`) to `to`: the `PeerAt` frame that
+    /// tells `to` where `source` is, when it is due.
+    pub fn introduction(
+        &mut self,
+        source: u64,
+        from: SocketAddr,
+        to: SocketAddr,
+        now_ms: u64,
+    ) -> Option<Vec<u8>> {
+        // A peer on the hub's loopback (the hub's own) is no address for anyone else.
+        if from.ip().is_loopback() != to.ip().is_loopback() {
+            return None;
+        }
+        if self.introduced.len() > 100_000 {
+            self.introduced
+                .retain(|_, at| now_ms.saturating_sub(*at) < INTRODUCE_EVERY_MS);
+        }
+        let last = self.introduced.entry((source, to)).or_insert(0);
+        if now_ms.saturating_sub(*last) < INTRODUCE_EVERY_MS {
+            return None;
+        }
+        *last = now_ms;
+        Some(relay::write_peer_at(source, from))
+    }
+
+    /// `local` is our address the datagram came to, where the kernel tells it.
+    pub fn handle(
+        &mut self,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+        now_ms: u64,
+    ) -> Verdict {
         if !self.allowed(from.ip(), now_ms) {
             return Verdict::Drop("rate limited");
         }
@@ -107,9 +153,17 @@ impl RelayTable {
                 if !self.pairs.contains_key(&pair(source, to)) {
                     return Verdict::Drop("no live join between these agents");
                 }
-                match self.slots.get(&to).and_then(|s| s.addr) {
-                    Some(addr) => Verdict::Forward { to: addr, source },
-                    None => Verdict::Drop("destination has not bound its slot"),
+                match self.slots.get(&to) {
+                    Some(Slot {
+                        addr: Some(addr),
+                        local: via,
+                        ..
+                    }) => Verdict::Forward {
+                        to: *addr,
+                        source,
+                        via: *via,
+                    },
+                    _ => Verdict::Drop("destination has not bound its slot"),
                 }
             }
             Some(Frame::Bind { id, unix_ms, mac }) => {
@@ -124,10 +178,13 @@ impl RelayTable {
                 {
                     self.by_addr.remove(&old);
                 }
+                slot.local = local;
                 self.by_addr.insert(from, id);
                 Verdict::Reply(relay::write_bind_ack(id, from))
             }
-            Some(Frame::BindAck { .. }) | None => Verdict::Drop("not a relay frame"),
+            Some(Frame::BindAck { .. } | Frame::PeerAt { .. }) | None => {
+                Verdict::Drop("not a relay frame")
+            }
         }
     }
 }
@@ -205,9 +262,10 @@ struct Relay {
     main: tokio::runtime::Handle,
 }
 
-/// Forwarded datagrams gathered into one send: `bytes[start..end]` to `to`.
+/// Forwarded datagrams gathered into one send: `bytes[start..end]` to `to`, from `via`.
 struct Pending {
     to: SocketAddr,
+    via: Option<IpAddr>,
     start: usize,
     end: usize,
 }
@@ -263,8 +321,7 @@ impl Relay {
                     // One receive per wake-up, so updates stay between batches.
                     if self.socket.try_recv(&mut received).is_ok() {
                         for index in 0..received.len() {
-                            let (from, bytes, stride) = received.buffer(index);
-                            self.forward(from, bytes, stride).await;
+                            self.forward(received.buffer(index)).await;
                         }
                     }
                 }
@@ -272,35 +329,52 @@ impl Relay {
         }
     }
 
-    /// Handles the datagrams in `bytes` (`stride` bytes each, the last maybe shorter), all
-    /// from `from`. Consecutive ones forwarded to one address leave in one send, their
-    /// headers rewritten in place.
-    async fn forward(&mut self, from: SocketAddr, bytes: &mut [u8], stride: usize) {
+    /// Handles the datagrams of one receive buffer, all from one sender. Consecutive ones
+    /// forwarded to one address leave in one send, their headers rewritten in place.
+    async fn forward(&mut self, received: Received<'_>) {
+        let Received {
+            from,
+            local,
+            bytes,
+            stride,
+        } = received;
         let now_ms =
             u64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let mut pending: Option<Pending> = None;
+        let mut introductions = Vec::new();
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + stride).min(bytes.len());
-            let verdict = self.verdict(from, &bytes[start..end], now_ms).await;
-            if let Verdict::Forward { to, source } = verdict {
+            let verdict = self.verdict(from, local, &bytes[start..end], now_ms).await;
+            if let Verdict::Forward { to, source, via } = verdict {
+                if let Some(frame) = self.table.introduction(source, from, to, now_ms) {
+                    introductions.push((frame, to, via));
+                }
                 relay::write_data_header(&mut bytes[start..end], source);
                 Metrics::add(&self.metrics.relay_packets, 1);
                 Metrics::add(&self.metrics.relay_bytes, (end - start) as u64);
                 match pending.as_mut() {
                     Some(run) if run.to == to && run.end == start => run.end = end,
                     _ => {
-                        if let Some(run) = pending.replace(Pending { to, start, end }) {
-                            self.send(&bytes[run.start..run.end], run.to, stride).await;
+                        let next = Pending {
+                            to,
+                            via,
+                            start,
+                            end,
+                        };
+                        if let Some(run) = pending.replace(next) {
+                            self.send(&bytes[run.start..run.end], run.to, run.via, stride)
+                                .await;
                         }
                     }
                 }
             } else {
                 if let Some(run) = pending.take() {
-                    self.send(&bytes[run.start..run.end], run.to, stride).await;
+                    self.send(&bytes[run.start..run.end], run.to, run.via, stride)
+                        .await;
                 }
                 match verdict {
-                    Verdict::Reply(reply) => self.send(&reply, from, reply.len()).await,
+                    Verdict::Reply(reply) => self.send(&reply, from, local, reply.len()).await,
                     Verdict::Drop(reason) => {
                         tracing::debug!(%from, reason, "relay dropped a datagram");
                         Metrics::add(&self.metrics.relay_dropped, 1);
@@ -313,13 +387,23 @@ impl Relay {
             start = end;
         }
         if let Some(run) = pending {
-            self.send(&bytes[run.start..run.end], run.to, stride).await;
+            self.send(&bytes[run.start..run.end], run.to, run.via, stride)
+                .await;
+        }
+        for (frame, to, via) in introductions {
+            self.send(&frame, to, via, frame.len()).await;
         }
     }
 
     /// The table's verdict, after loading the key of a slot it has not seen bind yet.
-    async fn verdict(&mut self, from: SocketAddr, datagram: &[u8], now_ms: u64) -> Verdict {
-        let verdict = self.table.handle(from, datagram, now_ms);
+    async fn verdict(
+        &mut self,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+        now_ms: u64,
+    ) -> Verdict {
+        let verdict = self.table.handle(from, local, datagram, now_ms);
         let Verdict::NeedKey(slot) = verdict else {
             return verdict;
         };
@@ -335,7 +419,7 @@ impl Relay {
                 if let Some(key) = parse_key(&agent.relay_key) {
                     self.table.add_key(slot, key);
                 }
-                self.table.handle(from, datagram, now_ms)
+                self.table.handle(from, local, datagram, now_ms)
             }
             Ok(None) => Verdict::Drop("unknown slot"),
             Err(err) => {
@@ -345,8 +429,8 @@ impl Relay {
         }
     }
 
-    async fn send(&self, bytes: &[u8], to: SocketAddr, segment: usize) {
-        if let Err(err) = self.socket.send(to, bytes, segment).await {
+    async fn send(&self, bytes: &[u8], to: SocketAddr, via: Option<IpAddr>, segment: usize) {
+        if let Err(err) = self.socket.send_from(via, to, bytes, segment).await {
             tracing::debug!(%err, %to, "relay send failed");
         }
     }
@@ -373,39 +457,71 @@ mod tests {
         let (ka, kb) = (relay::relay_key("a"), relay::relay_key("b"));
         let (a, b) = (addr("198.51.100.1:1000"), addr("203.0.113.2:2000"));
         assert_eq!(
-            table.handle(a, &relay::write_bind(&ka, 1, 5000), 5000),
+            table.handle(a, None, &relay::write_bind(&ka, 1, 5000), 5000),
             Verdict::NeedKey(1)
         );
         table.add_key(1, ka);
         table.add_key(2, kb);
         assert!(matches!(
-            table.handle(a, &relay::write_bind(&ka, 1, 5000), 5000),
+            table.handle(a, None, &relay::write_bind(&ka, 1, 5000), 5000),
             Verdict::Reply(_)
         ));
         // A bind with the wrong key does not move slot 2 to the attacker.
         assert!(matches!(
-            table.handle(a, &relay::write_bind(&ka, 2, 5000), 5000),
+            table.handle(a, None, &relay::write_bind(&ka, 2, 5000), 5000),
             Verdict::Drop(_)
         ));
         assert!(matches!(
-            table.handle(b, &relay::write_bind(&kb, 2, 5000), 5000),
+            table.handle(b, None, &relay::write_bind(&kb, 2, 5000), 5000),
             Verdict::Reply(_)
         ));
         assert!(
-            matches!(table.handle(a, &data(2), 5000), Verdict::Drop(_)),
+            matches!(table.handle(a, None, &data(2), 5000), Verdict::Drop(_)),
             "strangers relayed"
         );
         table.apply(RelayUpdate::Allow(2, 1));
         assert_eq!(
-            table.handle(a, &data(2), 5000),
-            Verdict::Forward { to: b, source: 1 }
+            table.handle(a, None, &data(2), 5000),
+            Verdict::Forward {
+                to: b,
+                source: 1,
+                via: None
+            }
         );
         assert_eq!(
-            table.handle(b, &data(1), 5000),
-            Verdict::Forward { to: a, source: 2 }
+            table.handle(b, None, &data(1), 5000),
+            Verdict::Forward {
+                to: a,
+                source: 2,
+                via: None
+            }
         );
         table.apply(RelayUpdate::Disallow(1, 2));
-        assert!(matches!(table.handle(a, &data(2), 5000), Verdict::Drop(_)));
+        assert!(matches!(
+            table.handle(a, None, &data(2), 5000),
+            Verdict::Drop(_)
+        ));
+    }
+
+    #[test]
+    fn each_side_is_told_where_the_other_is_now_and_then() {
+        let mut table = RelayTable::default();
+        let (a, b) = (addr("198.51.100.1:1000"), addr("203.0.113.2:2000"));
+        let told = table.introduction(1, a, b, 10_000);
+        assert_eq!(
+            told.as_deref().and_then(relay::parse),
+            Some(Frame::PeerAt { slot: 1, addr: a })
+        );
+        assert_eq!(table.introduction(1, a, b, 10_500), None, "too soon");
+        assert!(
+            table.introduction(2, b, a, 10_500).is_some(),
+            "the other way"
+        );
+        assert!(
+            table
+                .introduction(1, a, b, 10_000 + INTRODUCE_EVERY_MS)
+                .is_some()
+        );
     }
 
     #[test]
@@ -421,7 +537,7 @@ mod tests {
                 })
                 .collect();
             assert!(matches!(
-                table.handle(from, &bytes, 1),
+                table.handle(from, None, &bytes, 1),
                 Verdict::Drop(_) | Verdict::NeedKey(_)
             ));
         }

@@ -125,8 +125,21 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
             payload: b"hello bob"
         })
     );
+    // ...and, once in a while, where the other agent is, for a direct path.
+    let told = recv(&bob.socket).await.expect("no introduction");
+    assert_eq!(
+        wire::parse(&told),
+        Some(wire::Frame::PeerAt {
+            slot: alice.slot,
+            addr: alice.socket.local_addr().unwrap()
+        })
+    );
     bob.send(addr, alice.slot, b"hello alice").await;
     assert!(recv(&alice.socket).await.is_some());
+    let told = recv(&alice.socket).await.expect("no introduction");
+    assert!(
+        matches!(wire::parse(&told), Some(wire::Frame::PeerAt { slot, .. }) if slot == bob.slot)
+    );
     // Mallory has no join with either.
     mallory.send(addr, bob.slot, b"let me in").await;
     assert_eq!(recv(&bob.socket).await, None);

@@ -9,7 +9,7 @@
 //! call where the kernel cannot.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -56,12 +56,25 @@ impl BatchSocket {
     /// waiting for room in the socket's buffer. Errors other than a full buffer are
     /// returned for logging: a lost datagram is WireGuard's and TCP's to recover.
     pub async fn send(&self, dst: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
+        self.send_from(None, dst, contents, segment).await
+    }
+
+    /// As [`BatchSocket::send`], from our address `src` when given: a socket bound to a
+    /// wildcard address otherwise answers from whichever address routing picks, and a NAT
+    /// in front of the peer drops what does not come from the address it sent to.
+    pub async fn send_from(
+        &self,
+        src: Option<IpAddr>,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
         let transmit = Transmit {
             destination: dst,
             ecn: None,
             contents,
             segment_size: (contents.len() > segment).then_some(segment),
-            src_ip: None,
+            src_ip: src,
         };
         loop {
             match self.socket.try_io(Interest::WRITABLE, || {
@@ -121,16 +134,20 @@ impl RecvBatch {
         self.filled == 0
     }
 
-    /// Buffer `index` of the last receive: its sender, its bytes, and the size of each
-    /// datagram in them (all equal but the last, which may be shorter).
-    pub fn buffer(&mut self, index: usize) -> (SocketAddr, &mut [u8], usize) {
+    /// Buffer `index` of the last receive.
+    pub fn buffer(&mut self, index: usize) -> Received<'_> {
         let meta = &self.meta[index];
         let stride = if meta.stride == 0 {
             meta.len
         } else {
             meta.stride
         };
-        (meta.addr, &mut self.buffers[index][..meta.len], stride)
+        Received {
+            from: meta.addr,
+            local: meta.dst_ip,
+            bytes: &mut self.buffers[index][..meta.len],
+            stride,
+        }
     }
 
     /// Every datagram of the last receive, with its sender.
@@ -149,6 +166,16 @@ impl RecvBatch {
                     .map(move |datagram| (meta.addr, datagram))
             })
     }
+}
+
+/// One buffer of a receive: datagrams from one sender to one of our addresses.
+pub struct Received<'a> {
+    pub from: SocketAddr,
+    /// Our address they were sent to, where the kernel says.
+    pub local: Option<IpAddr>,
+    /// The datagrams, `stride` bytes each but the last, which may be shorter.
+    pub bytes: &'a mut [u8],
+    pub stride: usize,
 }
 
 /// Outgoing datagrams gathered into runs of one size to one address, each run one GSO send.

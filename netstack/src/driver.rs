@@ -52,6 +52,9 @@ pub struct RelayConfig {
     pub addr: SocketAddr,
     pub slot: u64,
     pub key: [u8; 32],
+    /// Try direct paths to peers the relay introduces. Off, WireGuard is taken only
+    /// through the relay (for networks that mangle direct UDP, and to measure the relay).
+    pub direct: bool,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for RelayConfig {
         f.debug_struct("RelayConfig")
             .field("addr", &self.addr)
             .field("slot", &self.slot)
+            .field("direct", &self.direct)
             .finish_non_exhaustive()
     }
 }
@@ -499,11 +503,12 @@ impl Driver {
     /// trusted for it: relayed payloads are WireGuard and authenticate themselves, and a
     /// forged bind answer changes only the address `status` reports.
     fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
-        let frame = match self.relay.as_ref() {
-            Some(_) => relay::parse(datagram),
-            None => None,
+        let Some(relay_state) = self.relay.as_ref() else {
+            self.node.handle_datagram(from, datagram, now);
+            return;
         };
-        match frame {
+        let direct = relay_state.config.direct;
+        match relay::parse(datagram) {
             Some(relay::Frame::Data { slot, payload }) => {
                 self.node
                     .handle_datagram(relay::synthetic_endpoint(slot), payload, now);
@@ -516,8 +521,13 @@ impl Driver {
                     relay.observed = Some(observed);
                 }
             }
-            Some(relay::Frame::Bind { .. }) => {}
-            None => self.node.handle_datagram(from, datagram, now),
+            Some(relay::Frame::PeerAt { slot, addr }) if direct => {
+                self.node
+                    .offer_direct(relay::synthetic_endpoint(slot), addr, now);
+            }
+            Some(relay::Frame::Bind { .. } | relay::Frame::PeerAt { .. }) => {}
+            None if direct => self.node.handle_datagram(from, datagram, now),
+            None => {}
         }
     }
 

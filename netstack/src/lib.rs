@@ -13,6 +13,7 @@ mod error;
 mod flow;
 mod node;
 mod packet;
+mod path;
 mod policy;
 pub mod relay;
 mod socket;

@@ -258,6 +258,19 @@ impl Node {
         Ok(())
     }
 
+    /// A relay's word that the peer it reaches at `relayed` is at `candidate`: probes a
+    /// direct path there (at most once a second per peer; see `path`).
+    pub fn offer_direct(&mut self, relayed: SocketAddr, candidate: SocketAddr, now: Instant) {
+        self.now = now;
+        self.sessions.probe(
+            relayed,
+            candidate,
+            now,
+            &mut self.scratch,
+            &mut self.control,
+        );
+    }
+
     pub fn peer_stats(&self, key: &PublicKey) -> Option<PeerStats> {
         self.sessions.stats(self.sessions.index_of(key)?)
     }
@@ -279,6 +292,7 @@ impl Node {
         );
         match self.sessions.decapsulate(
             from,
+            now,
             datagram,
             &mut buf,
             &mut self.control,
@@ -312,7 +326,7 @@ impl Node {
         self.now = now;
         if now >= self.next_timers {
             self.sessions
-                .update_timers(&mut self.scratch, &mut self.control);
+                .update_timers(now, &mut self.scratch, &mut self.control);
             self.next_timers = now + TIMER_PERIOD;
         }
         if now >= self.next_udp_sweep {

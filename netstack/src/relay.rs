@@ -6,6 +6,9 @@
 //! `Data` frames naming the destination slot. The relay rewrites the slot to the source's
 //! before forwarding. WireGuard stays end to end: the relay sees only sealed datagrams.
 //!
+//! While it forwards between two agents, the relay also tells each where it sees the
+//! other (`PeerAt`), so they can try a direct path (see [`crate::path`]).
+//!
 //! Peers reached through the relay get a synthetic endpoint (an IPv6 address in a private
 //! prefix that carries the slot number), so the [`crate::Node`] treats them like any other
 //! endpoint and roaming between relay and direct paths needs no special case.
@@ -18,6 +21,7 @@ use sha2::Sha256;
 const BIND: &[u8; 4] = b"CNB1";
 const BIND_ACK: &[u8; 4] = b"CNA1";
 const DATA: &[u8; 4] = b"CND1";
+const PEER_AT: &[u8; 4] = b"CNP1";
 const MAC_LEN: usize = 16;
 /// Bytes a data frame adds in front of a WireGuard datagram.
 pub const DATA_HEADER: usize = 12;
@@ -61,6 +65,8 @@ pub enum Frame<'a> {
     BindAck { id: u64, observed: SocketAddr },
     /// A WireGuard datagram; `slot` is the destination going in, the source coming out.
     Data { slot: u64, payload: &'a [u8] },
+    /// Relay → agent: the agent behind `slot`, which we relay for you, is at `addr`.
+    PeerAt { slot: u64, addr: SocketAddr },
 }
 
 /// Parses a relay message; `None` for anything else (including plain WireGuard).
@@ -79,18 +85,25 @@ pub fn parse(datagram: &[u8]) -> Option<Frame<'_>> {
         return Some(Frame::Bind { id, unix_ms, mac });
     }
     if magic == BIND_ACK {
-        let port = u16::from_be_bytes(datagram.get(12..14)?.try_into().ok()?);
-        let ip: IpAddr = match datagram.len() {
-            18 => <[u8; 4]>::try_from(&datagram[14..18]).ok()?.into(),
-            30 => <[u8; 16]>::try_from(&datagram[14..30]).ok()?.into(),
-            _ => return None,
-        };
-        return Some(Frame::BindAck {
-            id,
-            observed: SocketAddr::new(ip, port),
-        });
+        let observed = parse_address(datagram)?;
+        return Some(Frame::BindAck { id, observed });
+    }
+    if magic == PEER_AT {
+        let addr = parse_address(datagram)?;
+        return Some(Frame::PeerAt { slot: id, addr });
     }
     None
+}
+
+/// The address after a magic and an id: port, then 4 or 16 address bytes.
+fn parse_address(datagram: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes(datagram.get(12..14)?.try_into().ok()?);
+    let ip: IpAddr = match datagram.len() {
+        18 => <[u8; 4]>::try_from(&datagram[14..18]).ok()?.into(),
+        30 => <[u8; 16]>::try_from(&datagram[14..30]).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Checks a bind's MAC (constant time) and freshness against the relay's clock.
@@ -124,11 +137,19 @@ pub fn write_bind(key: &[u8; 32], id: u64, unix_ms: u64) -> [u8; BIND_LEN] {
 }
 
 pub fn write_bind_ack(id: u64, observed: SocketAddr) -> Vec<u8> {
+    write_addressed(BIND_ACK, id, observed)
+}
+
+pub fn write_peer_at(slot: u64, addr: SocketAddr) -> Vec<u8> {
+    write_addressed(PEER_AT, slot, addr)
+}
+
+fn write_addressed(magic: &[u8; 4], id: u64, addr: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(30);
-    out.extend_from_slice(BIND_ACK);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&observed.port().to_be_bytes());
-    match observed.ip() {
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
         IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
         IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
     }
@@ -212,6 +233,16 @@ mod tests {
         assert_eq!(
             parse(&write_bind_ack(7, observed)),
             Some(Frame::BindAck { id: 7, observed })
+        );
+        let v6: SocketAddr = "[2001:db8::1]:51820"
+            .parse()
+            .unwrap_or_else(|_| synthetic_endpoint(0));
+        assert_eq!(
+            parse(&write_peer_at(u64::MAX, v6)),
+            Some(Frame::PeerAt {
+                slot: u64::MAX,
+                addr: v6
+            })
         );
         let mut data = vec![0u8; DATA_HEADER + 3];
         write_data_header(&mut data, 9);

@@ -1,13 +1,14 @@
 //! WireGuard sessions: one boringtun [`Tunn`] per peer, all behind one UDP socket.
 //!
 //! Finds the peer a datagram belongs to (the receiver index for data and responses, the
-//! decrypted static key for initiations), follows roaming endpoints, and maps boringtun's
-//! results into what the node needs. No IO, no clocks of our own: boringtun keeps its own.
+//! decrypted static key for initiations), keeps each peer's [`Path`] (relay or direct),
+//! and maps boringtun's results into what the node needs. No IO: time comes from the caller
+//! for paths; boringtun keeps its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -17,6 +18,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::Ipv4Net;
 
 use crate::Error;
+use crate::path::{Path, Received};
 use crate::policy::Policy;
 use crate::stats::Stats;
 
@@ -66,7 +68,7 @@ pub struct PeerStats {
 pub(crate) struct Peer {
     pub(crate) config: PeerConfig,
     tunn: Tunn,
-    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) path: Path,
 }
 
 impl Peer {
@@ -149,7 +151,7 @@ impl Sessions {
         self.peers.insert(
             index,
             Peer {
-                endpoint: config.endpoint,
+                path: Path::new(config.endpoint),
                 config,
                 tunn,
             },
@@ -194,7 +196,7 @@ impl Sessions {
         let (last_handshake, tx, rx, _, _) = peer.tunn.stats();
         Some(PeerStats {
             public_key: peer.config.public_key,
-            endpoint: peer.endpoint,
+            endpoint: peer.path.endpoint,
             rx_bytes: rx as u64,
             tx_bytes: tx as u64,
             last_handshake,
@@ -206,6 +208,7 @@ impl Sessions {
     pub(crate) fn decapsulate(
         &mut self,
         from: SocketAddr,
+        now: Instant,
         datagram: &[u8],
         dst: &mut [u8],
         control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
@@ -247,11 +250,7 @@ impl Sessions {
         };
         match outcome {
             Ok(inbound) => {
-                // Roaming: the endpoint follows the latest authenticated packet.
-                if peer.endpoint != Some(from) {
-                    tracing::debug!(peer = index, %from, "peer endpoint changed");
-                    peer.endpoint = Some(from);
-                }
+                peer.path.heard(from, Received::of(datagram), now);
                 inbound
             }
             Err(err) => {
@@ -324,7 +323,7 @@ impl Sessions {
         stats: &mut Stats,
     ) -> Option<(SocketAddr, usize)> {
         let peer = self.peers.get_mut(&index)?;
-        let Some(endpoint) = peer.endpoint else {
+        let Some(endpoint) = peer.path.endpoint else {
             stats.tx_no_endpoint += 1;
             return None;
         };
@@ -343,14 +342,16 @@ impl Sessions {
     /// handshake limiter. Meant for every 250 ms, boringtun's own device period.
     pub(crate) fn update_timers(
         &mut self,
+        now: Instant,
         dst: &mut [u8],
         control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
     ) {
         self.limiter.reset_count();
         for (index, peer) in &mut self.peers {
+            peer.path.tick(now);
             match peer.tunn.update_timers(dst) {
                 TunnResult::WriteToNetwork(out) => {
-                    if let Some(endpoint) = peer.endpoint {
+                    if let Some(endpoint) = peer.path.endpoint {
                         control.push_back((endpoint, out.to_vec()));
                     }
                 }
@@ -375,11 +376,37 @@ impl Sessions {
         control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
     ) {
         if let Some(peer) = self.peers.get_mut(&index)
-            && let Some(endpoint) = peer.endpoint
+            && let Some(endpoint) = peer.path.endpoint
             && let TunnResult::WriteToNetwork(out) =
                 peer.tunn.format_handshake_initiation(dst, false)
         {
             control.push_back((endpoint, out.to_vec()));
+        }
+    }
+
+    /// The relay says the peer behind `relayed` is at `candidate`: send it a handshake
+    /// initiation there, whose answer proves a direct path (see [`Path`]).
+    pub(crate) fn probe(
+        &mut self,
+        relayed: SocketAddr,
+        candidate: SocketAddr,
+        now: Instant,
+        dst: &mut [u8],
+        control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    ) {
+        let Some(peer) = self
+            .peers
+            .values_mut()
+            .find(|p| p.path.relay() == Some(relayed))
+        else {
+            return;
+        };
+        if peer.path.should_probe(candidate, now)
+            && let TunnResult::WriteToNetwork(out) =
+                peer.tunn.format_handshake_initiation(dst, true)
+        {
+            tracing::debug!(%candidate, "probing a direct path");
+            control.push_back((candidate, out.to_vec()));
         }
     }
 

@@ -211,6 +211,8 @@ pub struct Net {
     pub hub: Netns,
     pub dir: PathBuf,
     hosts: u8,
+    /// NAT routers made by [`Net::behind_nat`], kept for the life of the network.
+    routers: Vec<Host>,
 }
 
 pub struct Host {
@@ -230,6 +232,7 @@ impl Net {
             hub,
             dir,
             hosts: 0,
+            routers: Vec::new(),
         }
     }
 
@@ -289,6 +292,96 @@ impl Net {
         Host {
             ns,
             ip: format!("10.77.{n}.2"),
+        }
+    }
+
+    /// A host on a private LAN (192.168.N.2/24) behind a NAT router of its own (masquerade
+    /// out, nothing unsolicited in), the router being an ordinary host of this network. The hub's namespace then forwards between
+    /// its links, so it plays the internet too: NATed hosts reach each other only as the
+    /// routers' masquerading lets them.
+    pub fn behind_nat(&mut self, role: &str) -> Host {
+        let router = self.host(&format!("{role}nat"));
+        let n = self.hosts;
+        let uplink = format!("{}x{n}", self.prefix);
+        let ns = Netns::new(format!("{}-{role}", self.prefix));
+        let (a, b) = (
+            format!("{}r{n}", self.prefix),
+            format!("{}l{n}", self.prefix),
+        );
+        run(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        run("ip", &["link", "set", &a, "netns", &router.ns.name]);
+        run("ip", &["link", "set", &b, "netns", &ns.name]);
+        let r = &router.ns;
+        r.ok(
+            "ip",
+            &["addr", "add", &format!("192.168.{n}.1/24"), "dev", &a],
+        );
+        r.ok("ip", &["link", "set", &a, "up"]);
+        r.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        r.ok("nft", &["add", "table", "ip", "nat"]);
+        r.ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "nat",
+                "post",
+                "{ type nat hook postrouting priority 100 ; }",
+            ],
+        );
+        r.ok(
+            "nft",
+            &[
+                "add",
+                "rule",
+                "ip",
+                "nat",
+                "post",
+                "oifname",
+                &uplink,
+                "masquerade",
+            ],
+        );
+        // Like a home router, nothing unsolicited reaches the router itself from outside.
+        // (Without it, Linux keeps state for a peer's first probe that then clashes with
+        // our own mapping toward that peer, and hole punching through both NATs fails.)
+        r.ok("nft", &["add", "table", "ip", "filter"]);
+        r.ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "filter",
+                "input",
+                "{ type filter hook input priority 0 ; }",
+            ],
+        );
+        r.ok(
+            "nft",
+            &[
+                "add", "rule", "ip", "filter", "input", "iifname", &uplink, "ct", "state", "new",
+                "drop",
+            ],
+        );
+        ns.ok(
+            "ip",
+            &["addr", "add", &format!("192.168.{n}.2/24"), "dev", &b],
+        );
+        ns.ok("ip", &["link", "set", &b, "up"]);
+        ns.ok(
+            "ip",
+            &["route", "add", "default", "via", &format!("192.168.{n}.1")],
+        );
+        self.hub.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        self.routers.push(router);
+        Host {
+            ns,
+            ip: format!("192.168.{n}.2"),
         }
     }
 

@@ -123,6 +123,7 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         addr: resolve(&joined.relay).await?,
         slot: guest.relay_id,
         key: relay::relay_key(&guest.token.0),
+        direct: crate::config::direct_paths(),
     })
     .await?;
     let sharer = PublicKey::from(joined.sharer_public_key.0);

@@ -1,0 +1,135 @@
+//! Direct paths: a sharer and a joiner, each behind a NAT router of its own, start through
+//! the hub's relay, punch through both NATs after the relay tells each where the other is,
+//! and keep working with the hub gone. Root-only, like every namespace test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use connect_e2e::cluster::*;
+use connect_e2e::*;
+use serde_json::Value;
+
+/// The sharer's view of its peers: (path, endpoint) of each.
+fn peer_paths(sharer: &Sharer) -> Vec<(String, String)> {
+    let status: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "status"],
+    ))
+    .unwrap();
+    status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["endpoint"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn agents_behind_nat_go_direct_and_keep_working_without_the_hub() {
+    assert!(is_root(), "run as root (scripts/test.sh does in CI)");
+    let mut net = Net::new("d");
+    let sharer = Sharer {
+        host: net.behind_nat("sharer"),
+        config: net
+            .dir
+            .join("sharer/config.toml")
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    };
+    let joiner = net.behind_nat("joiner");
+    let www = net.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = www.join("file.bin");
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c 4194304 /dev/urandom > {}", file.display()),
+        ],
+    );
+    let digest = sha256_file(&file);
+    let _http = net.spawn(
+        &sharer.host.ns,
+        "http",
+        Path::new("python3"),
+        &[
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    eventually("http server up", Duration::from_secs(20), || {
+        sharer
+            .host
+            .ns
+            .output(
+                "curl",
+                &["-sf", "-o", "/dev/null", "http://127.0.0.1:8080/"],
+            )
+            .status
+            .success()
+    });
+    let mut hub = start_hub(&net, &net.dir.join("hub"));
+    let _agent = start_agent(&net, &sharer);
+    connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["expose", "localhost:8080", "--name", "web"],
+    );
+    let created: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share"],
+    ))
+    .unwrap();
+    let code = created["code"].as_str().unwrap();
+    let (_join, ready) = join(&net, &joiner, "joiner", code, &[]);
+    let machine = ready["machine_ip"].as_str().unwrap().to_owned();
+    let url = format!("http://{machine}:8080/file.bin");
+    let download = net.dir.join("download.bin");
+    let fetch = || {
+        joiner
+            .ns
+            .output(
+                "curl",
+                &["-sf", "-m", "10", "-o", download.to_str().unwrap(), &url],
+            )
+            .status
+            .success()
+    };
+
+    // Traffic through the relay is what makes it introduce the two; both probe, and the
+    // path turns direct once a handshake has crossed both NATs.
+    eventually("a direct path", Duration::from_secs(40), || {
+        assert!(fetch(), "download through the tunnel failed");
+        peer_paths(&sharer).iter().any(|(path, _)| path == "direct")
+    });
+    let paths = peer_paths(&sharer);
+    let (_, endpoint) = paths.iter().find(|(path, _)| path == "direct").unwrap();
+    // The joiner as its router's masquerade shows it, on the router's public address.
+    assert!(endpoint.starts_with("10.77."), "{paths:?}");
+    assert!(fetch());
+    assert_eq!(sha256_file(&download), digest);
+
+    // With the hub gone, the direct path still carries new connections.
+    hub.signal("KILL");
+    assert!(hub.wait_exit(Duration::from_secs(10)).is_some());
+    std::fs::remove_file(&download).unwrap();
+    assert!(fetch(), "no tunnel without the hub");
+    assert_eq!(sha256_file(&download), digest);
+}
