@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks, each printed beside a direct, untunnelled baseline measured in the same run:
 #  1. the data plane in one process (criterion; sealing rate as the ceiling);
-#  2. as root: iperf3 through the relay between network namespaces this script makes,
-#     TUN joiner and user-space joiner, against iperf3 over the same links without the
-#     tunnel; and the agents' and hub's memory.
+#  2. as root: iperf3 through the tunnel between network namespaces this script makes,
+#     TUN joiner and user-space joiner, each over the direct path and through the hub's
+#     relay (CONNECT_RELAY_ONLY=1), against iperf3 over the same links without the tunnel;
+#     the relay's datagrams/s and CPU; the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
 #  3. as root: public HTTP through the hub's reverse proxy (wrk: requests/s and p99 for
 #     a small page; curl: a 50 MB download) against the same server reached directly.
@@ -157,43 +158,75 @@ s.recv(1)
 print("%.0f" % ((time.perf_counter() - start) * 1000))
 join.terminate(); join.wait()' "$bin/connect" --hub "$hub" --config "$dir/dave/config.toml" --json join "$code")
 
-bob=(--hub "$hub" --config "$dir/bob/config.toml")
-ip netns exec "$p-joiner" "$bin/connect" "${bob[@]}" --json join "$code" >"$dir/tun.json" 2>"$dir/tun.log" & pids+=($!); tun_pid=$!
-for _ in $(seq 300); do grep -q machine_ip "$dir/tun.json" 2>/dev/null && break; sleep 0.05; done
-machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$dir/tun.json")
-tun_idle=$(rss "$tun_pid")
-tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
-before=$(relay_sample)
-tun=$(iperf joiner "$machine" 5201)
-read -r relay_pps relay_gbps relay_cpu <<<"$(relay_rate "$before" "$(relay_sample)")"
-tun_r=$(iperf joiner "$machine" 5201 -R)
-tun_load=$(rss "$tun_pid"); sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
-kill "$tun_pid"; wait "$tun_pid" 2>/dev/null || true
+# A joiner in the joiner namespace; RELAY_ONLY=1 keeps its tunnel on the hub's relay.
+# Sets join_pid and join_json.
+start_join() { # start_join NAME RELAY_ONLY [--no-tun]
+  local name=$1 relay_only=$2; shift 2
+  join_json="$dir/$name.json"
+  ip netns exec "$p-joiner" env CONNECT_RELAY_ONLY="$relay_only" "$bin/connect" --hub "$hub" \
+    --config "$dir/$name/config.toml" --json join "$code" "$@" >"$join_json" 2>"$dir/$name.log" & pids+=($!); join_pid=$!
+  for _ in $(seq 300); do grep -q machine_ip "$join_json" 2>/dev/null && break; sleep 0.05; done
+}
+stop_join() { kill "$join_pid"; wait "$join_pid" 2>/dev/null || true; }
+# iperf3 with the hub's relay counters around it: "Gbit/s relayed-datagrams/s relayed-Gbit/s hub-CPU%".
+measure() { # measure HOST PORT [-R]
+  local before result
+  before=$(relay_sample)
+  result=$(iperf joiner "$@")
+  echo "$result $(relay_rate "$before" "$(relay_sample)")"
+}
+route_of() { python3 -c 'import json,sys; print([r["address"] for r in json.load(open(sys.argv[1]))["routes"] if r["name"] == sys.argv[2]][0])' "$1" "$2"; }
 
-carol=(--hub "$hub" --config "$dir/carol/config.toml")
-ip netns exec "$p-joiner" "$bin/connect" "${carol[@]}" --json join "$code" --no-tun >"$dir/user.json" 2>"$dir/user.log" & pids+=($!); user_pid=$!
-for _ in $(seq 300); do grep -q machine_ip "$dir/user.json" 2>/dev/null && break; sleep 0.05; done
-address=$(python3 -c 'import json,sys; print([r["address"] for r in json.load(open(sys.argv[1]))["routes"] if r["name"] == "iperf"][0])' "$dir/user.json")
-user=$(iperf joiner "${address%:*}" "${address##*:}")
-user_r=$(iperf joiner "${address%:*}" "${address##*:}" -R)
-user_load=$(rss "$user_pid")
+# TUN joiner, direct path (the hub namespace routes between the two hosts, like a LAN).
+start_join bob 0
+machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
+tun_idle=$(rss "$join_pid")
+tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
+read -r tun tun_relayed _ _ <<<"$(measure "$machine" 5201)"
+read -r tun_r tun_r_relayed _ _ <<<"$(measure "$machine" 5201 -R)"
+tun_load=$(rss "$join_pid")
+stop_join
+
+# TUN joiner through the relay: also the relay's own figures.
+start_join bob2 1
+machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
+relay_rtt_pinned=$(rtt joiner "$machine" 7777 0)
+read -r tunx relay_pps relay_gbps relay_cpu <<<"$(measure "$machine" 5201)"
+read -r tunx_r _ _ _ <<<"$(measure "$machine" 5201 -R)"
+sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
+stop_join
+
+# User-space joiners, direct and relayed.
+start_join carol 0 --no-tun
+address=$(route_of "$join_json" iperf)
+read -r user user_relayed _ _ <<<"$(measure "${address%:*}" "${address##*:}")"
+read -r user_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
+user_load=$(rss "$join_pid")
+stop_join
+start_join carol2 1 --no-tun
+address=$(route_of "$join_json" iperf)
+read -r userx _ _ _ <<<"$(measure "${address%:*}" "${address##*:}")"
+read -r userx_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
+stop_join
 
 ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
 echo
-echo "| path (iperf3, 5 s, one TCP stream) | joiner→sharer | sharer→joiner | vs direct |"
-echo "|---|---|---|---|"
-echo "| direct over the same veth links | $direct Gbit/s | $direct_r Gbit/s | 100% |"
-echo "| TUN joiner, through the hub relay | $tun Gbit/s | $tun_r Gbit/s | $(ratio "$tun" "$direct") |"
-echo "| user-space joiner, through the hub relay | $user Gbit/s | $user_r Gbit/s | $(ratio "$user" "$direct") |"
+echo "| path (iperf3, 5 s, one TCP stream) | joiner→sharer | sharer→joiner | vs direct | relayed by the hub meanwhile |"
+echo "|---|---|---|---|---|"
+echo "| direct over the same veth links | $direct Gbit/s | $direct_r Gbit/s | 100% | - |"
+echo "| TUN joiner, direct path | $tun Gbit/s | $tun_r Gbit/s | $(ratio "$tun" "$direct") | $tun_relayed / $tun_r_relayed Gbit/s |"
+echo "| TUN joiner, through the hub relay | $tunx Gbit/s | $tunx_r Gbit/s | $(ratio "$tunx" "$direct") | $relay_gbps Gbit/s |"
+echo "| user-space joiner, direct path | $user Gbit/s | $user_r Gbit/s | $(ratio "$user" "$direct") | $user_relayed Gbit/s |"
+echo "| user-space joiner, through the hub relay | $userx Gbit/s | $userx_r Gbit/s | $(ratio "$userx" "$direct") | - |"
 echo
 echo "| process | RSS |"
 echo "|---|---|"
 echo "| TUN joiner idle / under load | $tun_idle / $tun_load |"
 echo "| user-space joiner under load | $user_load |"
 echo "| sharing agent after load | $sharer_load |"
-echo "| hub after load | $hub_load |"
+echo "| hub after relaying | $hub_load |"
 echo
-echo "| hub relay during the TUN joiner's upload | datagrams/s | Gbit/s | hub CPU (of one core) |"
+echo "| hub relay, TUN joiner's upload through it | datagrams/s | Gbit/s | hub CPU (of one core) |"
 echo "|---|---|---|---|"
 echo "| relayed | $relay_pps | $relay_gbps | $relay_cpu% |"
 
@@ -245,7 +278,8 @@ read -r shares_per_s joins_per_s <<<"$api"
 echo
 echo "| latency and rates | tunnel | direct |"
 echo "|---|---|---|"
-echo "| 64 B round trip, TUN joiner, median (unpinned / client pinned) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, direct path, median (unpinned / client pinned) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, through the relay, median (client pinned) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
 echo "| \`connect join\` to the first byte of a TCP connection (TUN) | $first_byte ms | - |"
 echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s / $joins_per_s | - |"
 
@@ -253,8 +287,10 @@ echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s /
 chart="$PWD/scripts/bench.svg"
 printf '%s\t%s\n' \
   "direct, joiner→sharer" "$direct" "direct, sharer→joiner" "$direct_r" \
-  "TUN joiner, joiner→sharer" "$tun" "TUN joiner, sharer→joiner" "$tun_r" \
-  "user-space joiner, joiner→sharer" "$user" "user-space joiner, sharer→joiner" "$user_r" \
-  | "$bin/bench-chart" "$chart" "One TCP stream through the hub relay (iperf3, 2 vCPUs)" "Gbit/s"
+  "TUN direct path, up" "$tun" "TUN direct path, down" "$tun_r" \
+  "TUN via relay, up" "$tunx" "TUN via relay, down" "$tunx_r" \
+  "user space direct, up" "$user" "user space direct, down" "$user_r" \
+  "user space via relay, up" "$userx" "user space via relay, down" "$userx_r" \
+  | "$bin/bench-chart" "$chart" "One TCP stream through the tunnel (iperf3, 2 vCPUs)" "Gbit/s"
 echo
 echo "chart: $chart"
