@@ -128,7 +128,9 @@ for _ in range(3000):
     times.append(time.perf_counter_ns() - t)
 times.sort(); print("%.0f" % (times[len(times) // 2] / 1000))' "$2" "$3"
 }
-rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
+# RSS, and the private part of it: the rest is the program's code mapped from its file,
+# shared by every connect process on the machine.
+rss() { awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {printf "%.1f MB (%.1f MB private)", r/1024, a/1024}' "/proc/$1/status"; }
 # The hub's relay counters, its CPU time (ticks) and the clock, for rates over a run.
 relay_sample() {
   on hub curl -s http://127.0.0.1:7070/metrics \
@@ -182,8 +184,8 @@ start_join bob 0
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
 tun_idle=$(rss "$join_pid")
 tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
-read -r tun tun_relayed _ _ <<<"$(measure "$machine" 5201)"
-read -r tun_r tun_r_relayed _ _ <<<"$(measure "$machine" 5201 -R)"
+read -r tun _ tun_relayed _ <<<"$(measure "$machine" 5201)"
+read -r tun_r _ tun_r_relayed _ <<<"$(measure "$machine" 5201 -R)"
 tun_load=$(rss "$join_pid")
 stop_join
 
@@ -199,7 +201,7 @@ stop_join
 # User-space joiners, direct and relayed.
 start_join carol 0 --no-tun
 address=$(route_of "$join_json" iperf)
-read -r user user_relayed _ _ <<<"$(measure "${address%:*}" "${address##*:}")"
+read -r user _ user_relayed _ <<<"$(measure "${address%:*}" "${address##*:}")"
 read -r user_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
 user_load=$(rss "$join_pid")
 stop_join

@@ -49,13 +49,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    connect_netstack::logging::init(tracing::Level::WARN);
     // One thread: the data plane is one task, and every hand-off between runtime threads
     // costs a wake-up per packet. Profiling the relay path showed half the time in task
     // switches; one thread per agent nearly doubled tunnel throughput on 2 cores.

@@ -12,13 +12,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return connect_coordinator_usage(err),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONNECT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    connect_netstack::logging::init(tracing::Level::INFO);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -11,6 +11,7 @@ mod device;
 pub mod driver;
 mod error;
 mod flow;
+pub mod logging;
 mod node;
 mod packet;
 mod path;

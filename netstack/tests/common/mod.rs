@@ -129,7 +129,7 @@ impl Pair {
     /// Like `new`, with `tweak` applied to both nodes' configuration.
     pub fn with_config(link: LinkConfig, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_max_level(tracing::Level::WARN)
             .with_test_writer()
             .try_init();
         let now = Instant::now();
