@@ -23,6 +23,7 @@ use crate::batch::{BatchSocket, RecvBatch, Run, SendBatch};
 use crate::flow::{CloseReason, Event, FlowId};
 use crate::node::{Node, NodeConfig};
 use crate::policy::{Protocol, Target};
+use crate::spin::Spin;
 use crate::stats::Stats;
 use crate::tun_io::TunIo;
 use crate::wg::{PeerConfig, PeerStats};
@@ -366,6 +367,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self) {
         let mut received = RecvBatch::default();
+        let mut spin = Spin::new(Instant::now());
         loop {
             self.bind_relay(Instant::now()).await;
             self.drain_outputs().await;
@@ -408,9 +410,11 @@ impl Driver {
                             }
                         }
                     }
+                    spin.woke(taken, now);
                 }
                 command = self.receiver.recv() => {
                     let Some(command) = command else { break };
+                    spin.woke(1, Instant::now());
                     self.handle_command(command);
                     // Take what else is queued before draining outputs once.
                     for _ in 0..RECV_BATCH {
@@ -439,9 +443,11 @@ impl Driver {
                             }
                         }
                     }
+                    spin.woke(taken, now);
                 }
                 // A due relay bind is sent at the top of the loop.
                 () = sleep => self.node.handle_timeout(Instant::now()),
+                () = spin.poll() => {}
             }
         }
         for (_, flow) in self.flows.drain() {

@@ -18,6 +18,7 @@ mod path;
 mod policy;
 pub mod relay;
 mod socket;
+mod spin;
 mod stack;
 mod stats;
 mod tun_io;
