@@ -80,7 +80,7 @@ server = socket.create_server(("0.0.0.0", 7777))
 while True:
     threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
 PY
-ip netns exec "$p-sharer" python3 "$dir/echo.py" >/dev/null 2>&1 & pids+=($!)
+ip netns exec "$p-sharer" python3 "$dir/echo.py" >/dev/null 2>&1 & pids+=($!); echo_pid=$!
 on sharer "$bin/connect" "${alice[@]}" expose localhost:7777 --name echo >/dev/null
 code=$(on sharer "$bin/connect" "${alice[@]}" --json share | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
 # A web server for the public-URL figures, reachable directly too (for the baseline).
@@ -112,6 +112,16 @@ public_host=${url#http://}; public_host=${public_host%%:*}
 
 iperf() { # iperf NS HOST PORT [-R] → Gbit/s
   on "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+# Pinned round trips: the client on CPU 0, everything on the path (PIDs given) on the
+# last CPU, so neither waits for the other's core; unpinned again afterwards.
+rtt_pinned() { # rtt_pinned HOST PORT PID... → median µs
+  local host=$1 port=$2 last=$(( $(nproc) - 1 )) result; shift 2
+  [ "$last" -gt 0 ] || { rtt joiner "$host" "$port"; return; }
+  for pid in "$@"; do taskset -acp "$last" "$pid" >/dev/null; done
+  result=$(rtt joiner "$host" "$port" 0)
+  for pid in "$@"; do taskset -acp "0-$last" "$pid" >/dev/null; done
+  echo "$result"
 }
 rtt() { # rtt NS HOST PORT [CPU] → median µs of a 64-byte request/response
   local pin=(); [ -n "${4:-}" ] && pin=(taskset -c "$4")
@@ -147,7 +157,7 @@ print("%.0f %.2f %.0f" % ((p1 - p0) / dt, (b1 - b0) * 8 / dt / 1e9, 100 * (c1 - 
 
 direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
-direct_rtt=$(rtt joiner 10.88.1.2 7777); direct_rtt_pinned=$(rtt joiner 10.88.1.2 7777 0)
+direct_rtt=$(rtt joiner 10.88.1.2 7777); direct_rtt_pinned=$(rtt_pinned 10.88.1.2 7777 "$echo_pid")
 
 # From `connect join` starting to the first byte of a TCP connection through its tunnel.
 first_byte=$(on joiner python3 -c '
@@ -183,7 +193,8 @@ route_of() { python3 -c 'import json,sys; print([r["address"] for r in json.load
 start_join bob 0
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
 tun_idle=$(rss "$join_pid")
-tun_rtt=$(rtt joiner "$machine" 7777); tun_rtt_pinned=$(rtt joiner "$machine" 7777 0)
+tun_rtt=$(rtt joiner "$machine" 7777)
+tun_rtt_pinned=$(rtt_pinned "$machine" 7777 "$echo_pid" "$sharer_pid" "$join_pid")
 read -r tun _ tun_relayed _ <<<"$(measure "$machine" 5201)"
 read -r tun_r _ tun_r_relayed _ <<<"$(measure "$machine" 5201 -R)"
 tun_load=$(rss "$join_pid")
@@ -192,7 +203,7 @@ stop_join
 # TUN joiner through the relay: also the relay's own figures.
 start_join bob2 1
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
-relay_rtt_pinned=$(rtt joiner "$machine" 7777 0)
+relay_rtt_pinned=$(rtt_pinned "$machine" 7777 "$echo_pid" "$sharer_pid" "$join_pid" "$hub_pid")
 read -r tunx relay_pps relay_gbps relay_cpu <<<"$(measure "$machine" 5201)"
 read -r tunx_r _ _ _ <<<"$(measure "$machine" 5201 -R)"
 sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
@@ -280,8 +291,8 @@ read -r shares_per_s joins_per_s <<<"$api"
 echo
 echo "| latency and rates | tunnel | direct |"
 echo "|---|---|---|"
-echo "| 64 B round trip, TUN joiner, direct path, median (unpinned / client pinned) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
-echo "| 64 B round trip, TUN joiner, through the relay, median (client pinned) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, direct path, median (unpinned / pinned: client on CPU 0, the rest of the path on CPU 1) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, through the relay, median (pinned) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
 echo "| \`connect join\` to the first byte of a TCP connection (TUN) | $first_byte ms | - |"
 echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s / $joins_per_s | - |"
 

@@ -32,11 +32,14 @@ impl Spin {
         }
     }
 
-    /// Yields to the runtime until the spin is over, then never completes: one branch of
-    /// a `select!` whose other branches are the real inputs.
+    /// Yields to the runtime (and the OS) until the spin is over, then never completes: one
+    /// branch of a `select!` whose other branches are the real inputs.
     pub async fn poll(self) {
         while Instant::now() < self.until {
             tokio::task::yield_now().await;
+            // Politely: a process sharing this core (the service, the other agent) runs
+            // first if it is ready.
+            std::thread::yield_now();
         }
         std::future::pending::<()>().await;
     }
