@@ -24,7 +24,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What an authenticated datagram says about the way back to its sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Received {
+pub(crate) enum Heard {
     /// A handshake initiation or cookie reply: the peer reaches us, nothing more.
     Unprompted,
     /// A handshake response: our initiation reached the peer this way.
@@ -33,7 +33,7 @@ pub(crate) enum Received {
     Data,
 }
 
-impl Received {
+impl Heard {
     /// By WireGuard's message type, the datagram's first byte.
     pub(crate) fn of(datagram: &[u8]) -> Self {
         match datagram.first() {
@@ -79,7 +79,7 @@ impl Path {
     }
 
     /// An authenticated datagram of `kind` came from `from`.
-    pub(crate) fn heard(&mut self, from: SocketAddr, kind: Received, now: Instant) {
+    pub(crate) fn heard(&mut self, from: SocketAddr, kind: Heard, now: Instant) {
         if is_relay(from) {
             self.relay = Some(from);
             if self.is_direct() && self.direct_fresh(now) {
@@ -90,7 +90,7 @@ impl Path {
         }
         let proves_both_ways = match self.endpoint {
             // Through the relay: only an answer (or the peer's own switch) proves the way back.
-            Some(current) if is_relay(current) => kind != Received::Unprompted,
+            Some(current) if is_relay(current) => kind != Heard::Unprompted,
             // No relay involved: plain WireGuard roaming.
             Some(_) | None => true,
         };
@@ -152,9 +152,9 @@ mod tests {
         assert!(path.should_probe(direct(), now));
         assert!(!path.should_probe(direct(), now), "probes are rate limited");
         // The peer's own initiation shows only that its datagrams reach us.
-        path.heard(direct(), Received::Unprompted, now);
+        path.heard(direct(), Heard::Unprompted, now);
         assert_eq!(path.endpoint, Some(relayed));
-        path.heard(direct(), Received::Answer, now);
+        path.heard(direct(), Heard::Answer, now);
         assert_eq!(path.endpoint, Some(direct()));
         assert!(!path.should_probe(direct(), now + PROBE_INTERVAL));
     }
@@ -163,7 +163,7 @@ mod tests {
     fn data_from_the_peer_means_it_switched_so_we_follow() {
         let now = Instant::now();
         let mut path = Path::new(Some(relay::synthetic_endpoint(9)));
-        path.heard(direct(), Received::Data, now);
+        path.heard(direct(), Heard::Data, now);
         assert!(path.is_direct());
     }
 
@@ -172,8 +172,8 @@ mod tests {
         let now = Instant::now();
         let relayed = relay::synthetic_endpoint(9);
         let mut path = Path::new(Some(relayed));
-        path.heard(direct(), Received::Answer, now);
-        path.heard(relayed, Received::Data, now + Duration::from_millis(5));
+        path.heard(direct(), Heard::Answer, now);
+        path.heard(relayed, Heard::Data, now + Duration::from_millis(5));
         assert_eq!(path.endpoint, Some(direct()));
         path.tick(now + DIRECT_SILENCE - Duration::from_millis(1));
         assert_eq!(path.endpoint, Some(direct()));
@@ -184,11 +184,11 @@ mod tests {
         let now = Instant::now();
         let relayed = relay::synthetic_endpoint(9);
         let mut path = Path::new(Some(relayed));
-        path.heard(direct(), Received::Answer, now);
+        path.heard(direct(), Heard::Answer, now);
         path.tick(now + DIRECT_SILENCE);
         assert_eq!(path.endpoint, Some(relayed));
         // ...and relayed datagrams are then followed as before.
-        path.heard(relayed, Received::Data, now + DIRECT_SILENCE);
+        path.heard(relayed, Heard::Data, now + DIRECT_SILENCE);
         assert_eq!(path.endpoint, Some(relayed));
     }
 
@@ -196,10 +196,10 @@ mod tests {
     fn without_a_relay_it_is_plain_roaming() {
         let now = Instant::now();
         let mut path = Path::new(None);
-        path.heard(direct(), Received::Unprompted, now);
+        path.heard(direct(), Heard::Unprompted, now);
         assert_eq!(path.endpoint, Some(direct()));
         let moved = SocketAddr::from(([203, 0, 113, 1], 5000));
-        path.heard(moved, Received::Data, now);
+        path.heard(moved, Heard::Data, now);
         assert_eq!(path.endpoint, Some(moved));
         path.tick(now + DIRECT_SILENCE * 2);
         assert_eq!(path.endpoint, Some(moved), "no relay to fall back to");

@@ -18,7 +18,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::Ipv4Net;
 
 use crate::Error;
-use crate::path::{Path, Received};
+use crate::path::{Heard, Path};
 use crate::policy::Policy;
 use crate::stats::Stats;
 
@@ -250,7 +250,7 @@ impl Sessions {
         };
         match outcome {
             Ok(inbound) => {
-                peer.path.heard(from, Received::of(datagram), now);
+                peer.path.heard(from, Heard::of(datagram), now);
                 inbound
             }
             Err(err) => {
