@@ -342,20 +342,23 @@ impl Relay {
             u64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let mut pending: Option<Pending> = None;
         let mut introductions = Vec::new();
+        let (mut packets, mut relayed) = (0, 0);
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + stride).min(bytes.len());
             let verdict = self.verdict(from, local, &bytes[start..end], now_ms).await;
             if let Verdict::Forward { to, source, via } = verdict {
-                if let Some(frame) = self.table.introduction(source, from, to, now_ms) {
-                    introductions.push((frame, to, via));
-                }
                 relay::write_data_header(&mut bytes[start..end], source);
-                Metrics::add(&self.metrics.relay_packets, 1);
-                Metrics::add(&self.metrics.relay_bytes, (end - start) as u64);
+                packets += 1;
+                relayed += end - start;
                 match pending.as_mut() {
                     Some(run) if run.to == to && run.end == start => run.end = end,
                     _ => {
+                        // Once per run, not per datagram: a run has one sender and one
+                        // destination.
+                        if let Some(frame) = self.table.introduction(source, from, to, now_ms) {
+                            introductions.push((frame, to, via));
+                        }
                         let next = Pending {
                             to,
                             via,
@@ -393,6 +396,8 @@ impl Relay {
         for (frame, to, via) in introductions {
             self.send(&frame, to, via, frame.len()).await;
         }
+        Metrics::add(&self.metrics.relay_packets, packets);
+        Metrics::add(&self.metrics.relay_bytes, relayed as u64);
     }
 
     /// The table's verdict, after loading the key of a slot it has not seen bind yet.

@@ -93,11 +93,10 @@ impl BatchSocket {
     /// # Errors
     /// As the socket's receive.
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        let mut slices: Vec<IoSliceMut<'_>> = batch
+        let mut slices = batch
             .buffers
-            .iter_mut()
-            .map(|b| IoSliceMut::new(b.as_mut_slice()))
-            .collect();
+            .each_mut()
+            .map(|b| IoSliceMut::new(b.as_mut_slice()));
         let count = self.socket.try_io(Interest::READABLE, || {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut batch.meta)
@@ -109,16 +108,16 @@ impl BatchSocket {
 
 /// Buffers for [`BatchSocket::try_recv`], reused from call to call.
 pub struct RecvBatch {
-    buffers: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
+    buffers: [Vec<u8>; RECV_BUFFERS],
+    meta: [RecvMeta; RECV_BUFFERS],
     filled: usize,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
         Self {
-            buffers: vec![vec![0; RECV_BUFFER]; RECV_BUFFERS],
-            meta: vec![RecvMeta::default(); RECV_BUFFERS],
+            buffers: std::array::from_fn(|_| vec![0; RECV_BUFFER]),
+            meta: [RecvMeta::default(); RECV_BUFFERS],
             filled: 0,
         }
     }
@@ -137,16 +136,11 @@ impl RecvBatch {
     /// Buffer `index` of the last receive.
     pub fn buffer(&mut self, index: usize) -> Received<'_> {
         let meta = &self.meta[index];
-        let stride = if meta.stride == 0 {
-            meta.len
-        } else {
-            meta.stride
-        };
         Received {
             from: meta.addr,
             local: meta.dst_ip,
             bytes: &mut self.buffers[index][..meta.len],
-            stride,
+            stride: stride(meta),
         }
     }
 
@@ -156,15 +150,20 @@ impl RecvBatch {
             .iter()
             .zip(&self.buffers)
             .flat_map(|(meta, buffer)| {
-                let stride = if meta.stride == 0 {
-                    meta.len.max(1)
-                } else {
-                    meta.stride
-                };
                 buffer[..meta.len]
-                    .chunks(stride)
+                    .chunks(stride(meta))
                     .map(move |datagram| (meta.addr, datagram))
             })
+    }
+}
+
+/// The size of each datagram in a buffer: the kernel's GRO segment size, or the whole
+/// buffer when it holds one datagram (never zero).
+fn stride(meta: &RecvMeta) -> usize {
+    if meta.stride == 0 {
+        meta.len.max(1)
+    } else {
+        meta.stride
     }
 }
 
@@ -228,7 +227,8 @@ impl SendBatch {
         &mut self.buf[self.len..]
     }
 
-    /// Adds the `len` bytes at `tail()[offset..]` as a datagram to `dst`. Returns the run to
+    /// Adds the `len` bytes at `tail()[offset..]` as a datagram to `dst` (at offset 0 it
+    /// joins the run in place). Returns the run to
     /// send first when the datagram cannot join it (it then starts the next run), or when
     /// it made the run as long as a run can be.
     pub fn push(&mut self, offset: usize, len: usize, dst: SocketAddr) -> Option<Run> {
@@ -240,7 +240,9 @@ impl SendBatch {
             && len <= self.segment
             && self.len + len <= MAX_GSO_BYTES;
         if joins {
-            self.buf.copy_within(start..start + len, self.len);
+            if offset != 0 {
+                self.buf.copy_within(start..start + len, self.len);
+            }
             self.len += len;
             self.count += 1;
             return if self.is_full() { self.finish() } else { None };

@@ -72,8 +72,9 @@ impl TunIo {
         if self.queued == self.out.len() {
             self.out.push(Vec::new());
         }
+        // Only what the last packet in this slot left short is zeroed: the node overwrites
+        // the packet, and tun-rs writes the header.
         let buf = &mut self.out[self.queued];
-        buf.clear();
         buf.resize(VIRTIO_NET_HDR_LEN + self.mtu, 0);
         &mut buf[VIRTIO_NET_HDR_LEN..]
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Host, Net, Netns, Proc, binary, eventually};
+use crate::{Host, Net, Netns, Proc, binary, eventually, run, sha256_file};
 
 pub const HUB_PORT: u16 = 7070;
 
@@ -144,4 +144,44 @@ pub fn new_sharer(net: &mut Net) -> Sharer {
         .unwrap()
         .to_owned();
     Sharer { host, config }
+}
+
+/// `size` random bytes as `net.dir/www/NAME`, served by python's http.server on the
+/// namespace's 127.0.0.1:8080; returns the server, once it answers, and the file's sha256.
+pub fn serve_random_file(net: &Net, ns: &Netns, name: &str, size: usize) -> (Proc, String) {
+    let www = net.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = www.join(name);
+    run(
+        "sh",
+        &[
+            "-c",
+            &format!("head -c {size} /dev/urandom > {}", file.display()),
+        ],
+    );
+    let server = net.spawn(
+        ns,
+        "http",
+        Path::new("python3"),
+        &[
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &[],
+        false,
+    );
+    eventually("http server up", Duration::from_secs(20), || {
+        ns.output(
+            "curl",
+            &["-sf", "-o", "/dev/null", "http://127.0.0.1:8080/"],
+        )
+        .status
+        .success()
+    });
+    (server, sha256_file(&file))
 }

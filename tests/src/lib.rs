@@ -241,53 +241,12 @@ impl Net {
         self.hosts += 1;
         let n = self.hosts;
         let ns = Netns::new(format!("{}-{role}", self.prefix));
-        let (a, b) = (
-            format!("{}h{n}", self.prefix),
-            format!("{}x{n}", self.prefix),
-        );
-        run(
-            "ip",
-            &["link", "add", &a, "type", "veth", "peer", "name", &b],
-        );
-        run("ip", &["link", "set", &a, "netns", &self.hub.name]);
-        run("ip", &["link", "set", &b, "netns", &ns.name]);
-        run(
-            "ip",
-            &[
-                "-n",
-                &self.hub.name,
-                "addr",
-                "add",
-                &format!("10.77.{n}.1/24"),
-                "dev",
-                &a,
-            ],
-        );
-        run("ip", &["-n", &self.hub.name, "link", "set", &a, "up"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns.name,
-                "addr",
-                "add",
-                &format!("10.77.{n}.2/24"),
-                "dev",
-                &b,
-            ],
-        );
-        run("ip", &["-n", &ns.name, "link", "set", &b, "up"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                &ns.name,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.77.{n}.1"),
-            ],
+        wire(
+            &self.hub,
+            &format!("{}h{n}", self.prefix),
+            &ns,
+            &format!("{}x{n}", self.prefix),
+            &format!("10.77.{n}"),
         );
         Host {
             ns,
@@ -296,30 +255,22 @@ impl Net {
     }
 
     /// A host on a private LAN (192.168.N.2/24) behind a NAT router of its own (masquerade
-    /// out, nothing unsolicited in), the router being an ordinary host of this network. The hub's namespace then forwards between
-    /// its links, so it plays the internet too: NATed hosts reach each other only as the
-    /// routers' masquerading lets them.
+    /// out, nothing unsolicited in), the router being an ordinary host of this network.
+    /// The hub's namespace then forwards between its links, so it plays the internet too:
+    /// NATed hosts reach each other only as the routers' masquerading lets them.
     pub fn behind_nat(&mut self, role: &str) -> Host {
         let router = self.host(&format!("{role}nat"));
         let n = self.hosts;
         let uplink = format!("{}x{n}", self.prefix);
         let ns = Netns::new(format!("{}-{role}", self.prefix));
-        let (a, b) = (
-            format!("{}r{n}", self.prefix),
-            format!("{}l{n}", self.prefix),
+        wire(
+            &router.ns,
+            &format!("{}r{n}", self.prefix),
+            &ns,
+            &format!("{}l{n}", self.prefix),
+            &format!("192.168.{n}"),
         );
-        run(
-            "ip",
-            &["link", "add", &a, "type", "veth", "peer", "name", &b],
-        );
-        run("ip", &["link", "set", &a, "netns", &router.ns.name]);
-        run("ip", &["link", "set", &b, "netns", &ns.name]);
         let r = &router.ns;
-        r.ok(
-            "ip",
-            &["addr", "add", &format!("192.168.{n}.1/24"), "dev", &a],
-        );
-        r.ok("ip", &["link", "set", &a, "up"]);
         r.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         r.ok("nft", &["add", "table", "ip", "nat"]);
         r.ok(
@@ -368,15 +319,6 @@ impl Net {
                 "drop",
             ],
         );
-        ns.ok(
-            "ip",
-            &["addr", "add", &format!("192.168.{n}.2/24"), "dev", &b],
-        );
-        ns.ok("ip", &["link", "set", &b, "up"]);
-        ns.ok(
-            "ip",
-            &["route", "add", "default", "via", &format!("192.168.{n}.1")],
-        );
         self.hub.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         self.routers.push(router);
         Host {
@@ -407,6 +349,22 @@ impl Net {
         }
         Proc::start(&self.dir, what, &mut command, pipe_stdout)
     }
+}
+
+/// A veth pair from `upper` (end `a`, SUBNET.1/24) to `lower` (end `b`, SUBNET.2/24), both
+/// up, with `lower`'s default route through `upper`.
+fn wire(upper: &Netns, a: &str, lower: &Netns, b: &str, subnet: &str) {
+    run("ip", &["link", "add", a, "type", "veth", "peer", "name", b]);
+    run("ip", &["link", "set", a, "netns", &upper.name]);
+    run("ip", &["link", "set", b, "netns", &lower.name]);
+    upper.ok("ip", &["addr", "add", &format!("{subnet}.1/24"), "dev", a]);
+    upper.ok("ip", &["link", "set", a, "up"]);
+    lower.ok("ip", &["addr", "add", &format!("{subnet}.2/24"), "dev", b]);
+    lower.ok("ip", &["link", "set", b, "up"]);
+    lower.ok(
+        "ip",
+        &["route", "add", "default", "via", &format!("{subnet}.1")],
+    );
 }
 
 impl Drop for Net {

@@ -3,7 +3,6 @@
 //! and keep working with the hub gone. Root-only, like every namespace test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use connect_e2e::cluster::*;
@@ -46,44 +45,7 @@ fn agents_behind_nat_go_direct_and_keep_working_without_the_hub() {
             .to_owned(),
     };
     let joiner = net.behind_nat("joiner");
-    let www = net.dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let file = www.join("file.bin");
-    run(
-        "sh",
-        &[
-            "-c",
-            &format!("head -c 4194304 /dev/urandom > {}", file.display()),
-        ],
-    );
-    let digest = sha256_file(&file);
-    let _http = net.spawn(
-        &sharer.host.ns,
-        "http",
-        Path::new("python3"),
-        &[
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            www.to_str().unwrap(),
-        ],
-        &[],
-        false,
-    );
-    eventually("http server up", Duration::from_secs(20), || {
-        sharer
-            .host
-            .ns
-            .output(
-                "curl",
-                &["-sf", "-o", "/dev/null", "http://127.0.0.1:8080/"],
-            )
-            .status
-            .success()
-    });
+    let (_http, digest) = serve_random_file(&net, &sharer.host.ns, "file.bin", 4 << 20);
     let mut hub = start_hub(&net, &net.dir.join("hub"));
     let _agent = start_agent(&net, &sharer);
     connect_ok(

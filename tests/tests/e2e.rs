@@ -13,33 +13,8 @@ use serde_json::Value;
 /// PostgreSQL, Redis, dnsmasq and an HTTP server with a 50 MB file, all on the sharer's
 /// loopback; returns their processes and the file's digest.
 fn start_services(net: &Net, ns: &Netns) -> (Vec<Proc>, String) {
-    let www = net.dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let big = www.join("big.bin");
-    run(
-        "sh",
-        &[
-            "-c",
-            &format!("head -c 52428800 /dev/urandom > {}", big.display()),
-        ],
-    );
-    let digest = sha256_file(&big);
-    let mut procs = vec![net.spawn(
-        ns,
-        "http",
-        Path::new("python3"),
-        &[
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            www.to_str().unwrap(),
-        ],
-        &[],
-        false,
-    )];
+    let (http, digest) = serve_random_file(net, ns, "big.bin", 50 << 20);
+    let mut procs = vec![http];
     procs.push(net.spawn(
         ns,
         "redis",
