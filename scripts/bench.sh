@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -eq 0 ]; then
-  bash scripts/install-packages.sh iperf3 wrk curl nginx-light
+  bash scripts/install-packages.sh iperf3 wrk curl nginx-light ethtool
 fi
 
 echo "==> building (release)"
@@ -54,6 +54,18 @@ for host in sharer joiner; do
 done
 # Only for the direct baseline: the hub namespace routes between the two hosts.
 ip netns exec "$p-hub" sysctl -qw net.ipv4.ip_forward=1
+# The one-packet-per-crossing baseline: a veth pair straight between joiner and sharer,
+# MTU 1420 and offloads off, so every packet crosses alone, as from a TUN device without
+# offloads. The tunnel never uses it.
+ip link add "$p-o1" type veth peer name "$p-o2"
+ip link set "$p-o1" netns "$p-joiner"; ip link set "$p-o2" netns "$p-sharer"
+n=0
+for host in joiner sharer; do
+  n=$((n + 1))
+  ip -n "$p-$host" addr add "10.89.0.$n/24" dev "$p-o$n"
+  ip -n "$p-$host" link set "$p-o$n" mtu 1420 up
+  ip netns exec "$p-$host" ethtool -K "$p-o$n" tso off gso off gro off >/dev/null 2>&1 || true
+done
 
 on() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
 hub="http://10.88.1.1:7070"
@@ -113,15 +125,22 @@ public_host=${url#http://}; public_host=${public_host%%:*}
 iperf() { # iperf NS HOST PORT [-R] → Gbit/s
   on "$1" iperf3 -c "$2" -p "$3" -t 5 -O 1 -J "${@:4}" | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
-# Pinned round trips: the client on CPU 0, everything on the path (PIDs given) on the
-# last CPU, so neither waits for the other's core; unpinned again afterwards.
-rtt_pinned() { # rtt_pinned HOST PORT PID... → median µs
-  local host=$1 port=$2 last=$(( $(nproc) - 1 )) result; shift 2
+# Pinned round trips, one CPU per machine as on two hosts: the client and its end of the
+# tunnel (the joiner) on CPU 0, the service and its end (the sharer, and the hub when it
+# relays) on the last CPU. rtt_squeezed puts the whole path but the client on the last CPU
+# instead, so the two agents queue behind each other, which two machines never do.
+# Unpinned again afterwards.
+rtt_pinned() { # rtt_pinned HOST PORT "NEAR PIDS" "FAR PIDS" → median µs
+  local host=$1 port=$2 last=$(( $(nproc) - 1 )) result pid
   [ "$last" -gt 0 ] || { rtt joiner "$host" "$port"; return; }
-  for pid in "$@"; do taskset -acp "$last" "$pid" >/dev/null; done
+  for pid in $3; do taskset -acp 0 "$pid" >/dev/null; done
+  for pid in $4; do taskset -acp "$last" "$pid" >/dev/null; done
   result=$(rtt joiner "$host" "$port" 0)
-  for pid in "$@"; do taskset -acp "0-$last" "$pid" >/dev/null; done
+  for pid in $3 $4; do taskset -acp "0-$last" "$pid" >/dev/null; done
   echo "$result"
+}
+rtt_squeezed() { # rtt_squeezed HOST PORT "PIDS" → median µs
+  rtt_pinned "$1" "$2" "" "$3"
 }
 rtt() { # rtt NS HOST PORT [CPU] → median µs of a 64-byte request/response
   local pin=(); [ -n "${4:-}" ] && pin=(taskset -c "$4")
@@ -157,7 +176,9 @@ print("%.0f %.2f %.0f" % ((p1 - p0) / dt, (b1 - b0) * 8 / dt / 1e9, 100 * (c1 - 
 
 direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
-direct_rtt=$(rtt joiner 10.88.1.2 7777); direct_rtt_pinned=$(rtt_pinned 10.88.1.2 7777 "$echo_pid")
+single=$(iperf joiner 10.89.0.2 5201)
+single_r=$(iperf joiner 10.89.0.2 5201 -R)
+direct_rtt=$(rtt joiner 10.88.1.2 7777); direct_rtt_pinned=$(rtt_pinned 10.88.1.2 7777 "" "$echo_pid")
 
 # From `connect join` starting to the first byte of a TCP connection through its tunnel.
 first_byte=$(on joiner python3 -c '
@@ -194,16 +215,22 @@ start_join bob 0
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
 tun_idle=$(rss "$join_pid")
 tun_rtt=$(rtt joiner "$machine" 7777)
-tun_rtt_pinned=$(rtt_pinned "$machine" 7777 "$echo_pid" "$sharer_pid" "$join_pid")
+tun_rtt_pinned=$(rtt_pinned "$machine" 7777 "$join_pid" "$echo_pid $sharer_pid")
+tun_rtt_squeezed=$(rtt_squeezed "$machine" 7777 "$join_pid $echo_pid $sharer_pid")
 read -r tun _ tun_relayed _ <<<"$(measure "$machine" 5201)"
+# RSS sampled during the download (the larger of three), then again once it is over.
+for t in 1 2 3; do sleep 1; awk '/VmRSS/ {print $2}' "/proc/$join_pid/status"; done >"$dir/rss.samples" &
+sampler=$!
 read -r tun_r _ tun_r_relayed _ <<<"$(measure "$machine" 5201 -R)"
-tun_load=$(rss "$join_pid")
+wait "$sampler"
+tun_load="$(sort -n "$dir/rss.samples" | tail -1 | awk '{printf "%.1f MB", $1/1024}')"
+tun_after=$(rss "$join_pid")
 stop_join
 
 # TUN joiner through the relay: also the relay's own figures.
 start_join bob2 1
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
-relay_rtt_pinned=$(rtt_pinned "$machine" 7777 "$echo_pid" "$sharer_pid" "$join_pid" "$hub_pid")
+relay_rtt_pinned=$(rtt_pinned "$machine" 7777 "$join_pid" "$echo_pid $sharer_pid $hub_pid")
 read -r tunx relay_pps relay_gbps relay_cpu <<<"$(measure "$machine" 5201)"
 read -r tunx_r _ _ _ <<<"$(measure "$machine" 5201 -R)"
 sharer_load=$(rss "$sharer_pid"); hub_load=$(rss "$hub_pid")
@@ -223,18 +250,25 @@ read -r userx_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
 stop_join
 
 ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
+ratios() { # ratios UP DOWN BASE_UP BASE_DOWN → "x% / y%"
+  echo "$(ratio "$1" "$3") / $(ratio "$2" "$4")"
+}
+row() { # row NAME UP DOWN RELAYED
+  echo "| $1 | $2 Gbit/s | $3 Gbit/s | $(ratios "$2" "$3" "$direct" "$direct_r") | $(ratios "$2" "$3" "$single" "$single_r") | $4 |"
+}
 echo
-echo "| path (iperf3, 5 s, one TCP stream) | joiner→sharer | sharer→joiner | vs direct | relayed by the hub meanwhile |"
-echo "|---|---|---|---|---|"
-echo "| direct over the same veth links | $direct Gbit/s | $direct_r Gbit/s | 100% | - |"
-echo "| TUN joiner, direct path | $tun Gbit/s | $tun_r Gbit/s | $(ratio "$tun" "$direct") | $tun_relayed / $tun_r_relayed Gbit/s |"
-echo "| TUN joiner, through the hub relay | $tunx Gbit/s | $tunx_r Gbit/s | $(ratio "$tunx" "$direct") | $relay_gbps Gbit/s |"
-echo "| user-space joiner, direct path | $user Gbit/s | $user_r Gbit/s | $(ratio "$user" "$direct") | $user_relayed Gbit/s |"
-echo "| user-space joiner, through the hub relay | $userx Gbit/s | $userx_r Gbit/s | $(ratio "$userx" "$direct") | - |"
+echo "| path (iperf3, 5 s, one TCP stream) | joiner→sharer | sharer→joiner | vs direct (up / down) | vs one packet per crossing | relayed by the hub meanwhile |"
+echo "|---|---|---|---|---|---|"
+row "direct over the same veth links" "$direct" "$direct_r" "-"
+row "direct, veth MTU 1420 without offloads (one packet per crossing)" "$single" "$single_r" "-"
+row "TUN joiner, direct path" "$tun" "$tun_r" "$tun_relayed / $tun_r_relayed Gbit/s"
+row "TUN joiner, through the hub relay" "$tunx" "$tunx_r" "$relay_gbps Gbit/s"
+row "user-space joiner, direct path" "$user" "$user_r" "$user_relayed Gbit/s"
+row "user-space joiner, through the hub relay" "$userx" "$userx_r" "-"
 echo
 echo "| process | RSS |"
 echo "|---|---|"
-echo "| TUN joiner idle / under load | $tun_idle / $tun_load |"
+echo "| TUN joiner idle / during a download / after it | $tun_idle / $tun_load / $tun_after |"
 echo "| user-space joiner under load | $user_load |"
 echo "| sharing agent after load | $sharer_load |"
 echo "| hub after relaying | $hub_load |"
@@ -291,8 +325,10 @@ read -r shares_per_s joins_per_s <<<"$api"
 echo
 echo "| latency and rates | tunnel | direct |"
 echo "|---|---|---|"
-echo "| 64 B round trip, TUN joiner, direct path, median (unpinned / pinned: client on CPU 0, the rest of the path on CPU 1) | $tun_rtt / $tun_rtt_pinned µs | $direct_rtt / $direct_rtt_pinned µs |"
-echo "| 64 B round trip, TUN joiner, through the relay, median (pinned) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, direct path, median, unpinned | $tun_rtt µs | $direct_rtt µs |"
+echo "| … pinned, one CPU per side (client and joiner on CPU 0, service and sharer on CPU 1) | $tun_rtt_pinned µs | $direct_rtt_pinned µs |"
+echo "| … pinned, client on CPU 0 and the whole path (both agents, service) on CPU 1 | $tun_rtt_squeezed µs | $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, through the relay, pinned one CPU per side (hub with the sharer) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
 echo "| \`connect join\` to the first byte of a TCP connection (TUN) | $first_byte ms | - |"
 echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s / $joins_per_s | - |"
 
@@ -300,6 +336,7 @@ echo "| hub API, SQLite, one client: shares created/s, joins/s | $shares_per_s /
 chart="$PWD/scripts/bench.svg"
 printf '%s\t%s\n' \
   "direct, joiner→sharer" "$direct" "direct, sharer→joiner" "$direct_r" \
+  "one packet per crossing, up" "$single" "one packet per crossing, down" "$single_r" \
   "TUN direct path, up" "$tun" "TUN direct path, down" "$tun_r" \
   "TUN via relay, up" "$tunx" "TUN via relay, down" "$tunx_r" \
   "user space direct, up" "$user" "user space direct, down" "$user_r" \
