@@ -79,27 +79,7 @@ impl Hub {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Body::from(body.to_string())
-            }
-            None => Body::empty(),
-        };
-        let mut request = request.body(body).unwrap();
-        request.extensions_mut().insert(ConnectInfo(
-            "198.51.100.23:50000".parse::<SocketAddr>().unwrap(),
-        ));
-        let response = app(self.state.clone()).oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, value)
+        call(self.state.clone(), method, path, token, body).await
     }
 
     async fn register(&self, name: &str, extra: Value) -> (StatusCode, Value) {
@@ -117,6 +97,37 @@ impl Hub {
         assert_eq!(status, StatusCode::OK, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
+}
+
+/// One request through the hub's router, as from a client at a fixed address.
+async fn call(
+    state: AppState,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let mut request = request.body(body).unwrap();
+    request.extensions_mut().insert(ConnectInfo(
+        "198.51.100.23:50000".parse::<SocketAddr>().unwrap(),
+    ));
+    let response = app(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
 }
 
 fn hex64(byte: u8) -> String {
@@ -177,6 +188,7 @@ both_backends!(
     shares_are_created_listed_revoked_and_joined,
     expiry_fires_at_the_deadline,
     addresses_are_unique_and_reused,
+    concurrent_shares_all_get_an_address,
     state_survives_reopening_the_database,
     ssh_keys_go_to_joiners_only_and_once_keys_once,
 );
@@ -515,6 +527,36 @@ async fn expiry_fires_at_the_deadline() {
 
 async fn connect_coordinator_expiry(state: AppState, cancel: tokio_util::sync::CancellationToken) {
     connect_coordinator::lifecycle::run_expiry(state, cancel).await;
+}
+
+/// Many agents sharing at once: every request gets its own block, none is turned away.
+async fn concurrent_shares_all_get_an_address() {
+    let hub = Hub::new(true).await;
+    let alice = hub.agent("alice").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 100..164u8 {
+        let (state, token) = (hub.state.clone(), alice.clone());
+        tasks.spawn(async move {
+            call(
+                state,
+                Method::POST,
+                routes::SHARES,
+                Some(&token),
+                Some(share_body(i, 600)),
+            )
+            .await
+        });
+    }
+    let mut ips = std::collections::HashSet::new();
+    while let Some(result) = tasks.join_next().await {
+        let (status, share) = result.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{share}");
+        assert!(
+            ips.insert(share["machine_ip"].as_str().unwrap().to_owned()),
+            "address given twice"
+        );
+    }
+    assert_eq!(ips.len(), 64);
 }
 
 async fn addresses_are_unique_and_reused() {

@@ -8,6 +8,8 @@ use super::{NewSshKey, Store, StoreError};
 
 /// Address blocks in 172.16.0.0/12: one /24 per live share.
 pub const BLOCKS: u32 = 4096;
+/// The PostgreSQL advisory lock that serialises choosing a block across hubs.
+const BLOCK_LOCK: i64 = 0x636f_6e6e_6563_7401;
 
 #[derive(Debug, Clone)]
 pub struct ShareRow {
@@ -124,35 +126,17 @@ fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
 }
 
 impl Store {
-    /// Inserts a share in the lowest address block no live share holds. Several hubs may
-    /// race for a block: the partial unique index decides and the loser tries the next.
+    /// Inserts a share in the lowest address block no live share holds. The block is
+    /// chosen inside the INSERT, so concurrent requests never race for it: SQLite runs one
+    /// statement at a time, and on PostgreSQL an advisory lock makes hubs take turns. The
+    /// partial unique index still has the last word; a loser would try again.
     pub async fn insert_share(&self, share: &NewShare) -> Result<ShareRow, CreateShareError> {
         let routes = serde_json::to_string(&share.routes)
             .map_err(|err| StoreError::Corrupt(err.to_string()))?;
         for _ in 0..8 {
-            let taken: Vec<i64> =
-                sqlx::query("SELECT block FROM shares WHERE state = 'active' ORDER BY block")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::from)?
-                    .iter()
-                    .map(|row| row.try_get("block"))
-                    .collect::<Result<_, _>>()
-                    .map_err(StoreError::from)?;
-            let mut block = 0i64;
-            for used in taken {
-                if used == block {
-                    block += 1;
-                } else if used > block {
-                    break;
-                }
-            }
-            if block >= i64::from(BLOCKS) {
-                return Err(CreateShareError::NoBlock);
-            }
-            let inserted = self.insert_share_in(share, block, &routes).await;
-            match inserted {
-                Ok(_) => {
+            match self.insert_share_in(share, &routes).await {
+                Ok(false) => return Err(CreateShareError::NoBlock),
+                Ok(true) => {
                     return self.share(&share.lookup).await?.ok_or_else(|| {
                         StoreError::Corrupt("share vanished after insert".into()).into()
                     });
@@ -174,24 +158,33 @@ impl Store {
         Err(CreateShareError::NoBlock)
     }
 
-    /// The share and its SSH key, both or neither.
-    async fn insert_share_in(
-        &self,
-        share: &NewShare,
-        block: i64,
-        routes: &str,
-    ) -> Result<(), sqlx::Error> {
+    /// The share in the first free block, and its SSH key, all or nothing; false when
+    /// every block is taken.
+    async fn insert_share_in(&self, share: &NewShare, routes: &str) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        if self.is_postgres() {
+            // Hubs sharing the database take turns choosing a block (until this
+            // transaction ends), so concurrent shares do not keep colliding on one.
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(BLOCK_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
             "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
              key_mac, state, created_at, expires_at, http_auth, ssh_user) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13)",
+             SELECT $1, $2, $3, $4, free.block, $5, $6, $7, $8, 'active', $9, $10, $11, $12 \
+             FROM (SELECT COALESCE( \
+               (SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM shares WHERE state = 'active' AND block = 0)), \
+               (SELECT MIN(s.block) + 1 FROM shares s WHERE s.state = 'active' AND NOT EXISTS \
+                  (SELECT 1 FROM shares t WHERE t.state = 'active' AND t.block = s.block + 1)) \
+             ) AS block) AS free \
+             WHERE free.block < $13",
         )
         .bind(&share.lookup)
         .bind(&share.agent_id)
         .bind(&share.name)
         .bind(&share.public_name)
-        .bind(block)
         .bind(routes)
         .bind(share.all_ports.clone())
         .bind(share.http_port.map(i64::from))
@@ -200,8 +193,14 @@ impl Store {
         .bind(share.expires_at)
         .bind(share.http_auth.clone())
         .bind(share.ssh.as_ref().map(|ssh| ssh.user.clone()))
+        .bind(i64::from(BLOCKS))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
         if let Some(ssh) = &share.ssh {
             sqlx::query(
                 "INSERT INTO ssh_keys (share_lookup, encrypted_key, once) VALUES ($1, $2, $3)",
@@ -212,7 +211,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn share(&self, lookup: &str) -> Result<Option<ShareRow>, StoreError> {
