@@ -14,6 +14,11 @@ use tun_rs::{AsyncDevice, GROTable, VIRTIO_NET_HDR_LEN};
 const WRITE_BATCH: usize = 64;
 /// What a read may need: a virtio header and a 64 KB segment.
 const READ_BUFFER: usize = VIRTIO_NET_HDR_LEN + 65_535;
+/// The room of a write slot on a device with offloads. Coalescing appends a run of packets
+/// to the run's first one, up to a 64 KB segment, and tun-rs coalesces only into a buffer
+/// that already has the room (its check leaves a header's worth on either side): with
+/// MTU-sized slots it wrote every packet alone. Only the pages a run reaches are touched.
+const SLOT_CAPACITY: usize = 2 * VIRTIO_NET_HDR_LEN + 65_535;
 
 pub struct TunIo {
     device: AsyncDevice,
@@ -77,7 +82,8 @@ impl TunIo {
     /// Room for the next packet for the device; [`TunIo::commit`] it with its length.
     pub fn next_packet(&mut self) -> &mut [u8] {
         if self.queued == self.out.len() {
-            self.out.push(Vec::new());
+            let room = if self.vnet_hdr { SLOT_CAPACITY } else { 0 };
+            self.out.push(Vec::with_capacity(room));
         }
         // Only what the last packet in this slot left short is zeroed: the node overwrites
         // the packet, and tun-rs writes the header.
@@ -121,12 +127,5 @@ impl TunIo {
             tracing::debug!(%err, "TUN send failed");
         }
         self.queued = 0;
-        // Coalescing grows a packet's buffer to hold the run; keep only ordinary ones, so a
-        // burst does not pin 64 KB per slot.
-        for buf in &mut self.out {
-            if buf.capacity() > 2 * (VIRTIO_NET_HDR_LEN + self.mtu) {
-                *buf = Vec::new();
-            }
-        }
     }
 }
