@@ -87,6 +87,25 @@ fn agents_behind_nat_go_direct_and_keep_working_without_the_hub() {
     assert!(endpoint.starts_with("10.77."), "{paths:?}");
     assert!(fetch());
     assert_eq!(sha256_file(&download), digest);
+    // The joiner hands its kernel coalesced segments, not one packet per write: what the
+    // TUN device received averages well over one full packet.
+    let interface = ready["interface"].as_str().unwrap();
+    let link: Value = serde_json::from_slice(
+        &joiner
+            .ns
+            .output("ip", &["-j", "-s", "link", "show", "dev", interface])
+            .stdout,
+    )
+    .unwrap();
+    let rx = &link[0]["stats64"]["rx"];
+    let (bytes, packets) = (
+        rx["bytes"].as_u64().unwrap(),
+        rx["packets"].as_u64().unwrap(),
+    );
+    assert!(
+        bytes > 3 * 1420 * packets,
+        "{packets} packets for {bytes} bytes: TUN writes are not coalesced"
+    );
 
     // With the hub gone, the direct path still carries new connections.
     hub.signal("KILL");
