@@ -64,7 +64,7 @@ for host in joiner sharer; do
   n=$((n + 1))
   ip -n "$p-$host" addr add "10.89.0.$n/24" dev "$p-o$n"
   ip -n "$p-$host" link set "$p-o$n" mtu 1420 up
-  ip netns exec "$p-$host" ethtool -K "$p-o$n" tso off gso off gro off >/dev/null 2>&1 || true
+  ip netns exec "$p-$host" ethtool -K "$p-o$n" tso off gso off gro off
 done
 
 on() { local ns=$1; shift; ip netns exec "$p-$ns" "$@"; }
