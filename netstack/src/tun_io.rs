@@ -34,8 +34,6 @@ pub struct TunIo {
     /// (1.7 MB, over half of it touched by the allocator's chunk headers alone), more than
     /// an idle joiner's whole heap. Single packets need none.
     gro: Option<GROTable>,
-    /// Whether writes carry a virtio header (the device took offloads).
-    vnet_hdr: bool,
     mtu: usize,
 }
 
@@ -43,7 +41,6 @@ impl TunIo {
     pub fn new(device: AsyncDevice, mtu: usize) -> Self {
         // Enough packets for a 64 KB segment cut at the smallest MSS this MTU allows.
         let segments = 65_535 / mtu.saturating_sub(40).max(536) + 1;
-        let vnet_hdr = device.tcp_gso();
         Self {
             device,
             read_buf: vec![0; READ_BUFFER],
@@ -52,7 +49,6 @@ impl TunIo {
             out: Vec::new(),
             queued: 0,
             gro: None,
-            vnet_hdr,
             mtu,
         }
     }
@@ -82,7 +78,11 @@ impl TunIo {
     /// Room for the next packet for the device; [`TunIo::commit`] it with its length.
     pub fn next_packet(&mut self) -> &mut [u8] {
         if self.queued == self.out.len() {
-            let room = if self.vnet_hdr { SLOT_CAPACITY } else { 0 };
+            let room = if self.device.tcp_gso() {
+                SLOT_CAPACITY
+            } else {
+                0
+            };
             self.out.push(Vec::with_capacity(room));
         }
         // Only what the last packet in this slot left short is zeroed: the node overwrites
@@ -107,8 +107,9 @@ impl TunIo {
             // What request/response traffic writes: nothing to coalesce.
             1 => {
                 let buf = &mut self.out[0];
-                let start = if self.vnet_hdr {
-                    // An all-zero virtio header: a plain packet, checksums complete.
+                // A device with offloads takes a virtio header on every write; all zero is a
+                // plain packet with its checksums complete.
+                let start = if self.device.tcp_gso() {
                     buf[..VIRTIO_NET_HDR_LEN].fill(0);
                     0
                 } else {
