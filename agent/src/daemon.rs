@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use connect_api::{JoinedPeer, Protocol as WireProtocol, StreamEvent};
-use connect_netstack::driver::{Netstack, RelayConfig};
+use connect_netstack::RelayConfig;
+use connect_netstack::io::Netstack;
 use connect_netstack::{
     Ipv4Net, NodeConfig, PeerConfig, Policy, Protocol, PublicKey, Route, Target, relay,
 };

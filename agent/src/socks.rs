@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
-use connect_netstack::driver::Netstack;
+use connect_netstack::io::Netstack;
 use fast_socks5::server::{Socks5ServerProtocol, SocksServerError, run_udp_proxy_custom};
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddrV4;
 
 use bytes::Bytes;
-use connect_netstack::driver::Netstack;
+use connect_netstack::io::Netstack;
 use tokio::sync::mpsc;
 
 /// Datagrams queued towards the tunnel per conversation before new ones are dropped.

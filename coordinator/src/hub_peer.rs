@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use connect_api::WireKey;
-use connect_netstack::driver::{Netstack, RelayConfig};
+use connect_netstack::RelayConfig;
+use connect_netstack::io::Netstack;
 use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
 use tokio::io::DuplexStream;
 use tokio::sync::Mutex;
@@ -243,39 +245,22 @@ impl HubPeer {
         &self,
         machine: Ipv4Addr,
         port: u16,
-    ) -> Result<DuplexStream, connect_netstack::driver::DriverError> {
+    ) -> Result<DuplexStream, connect_netstack::io::DriverError> {
         let key = self.peers.lock().await.iter().find_map(|(key, nets)| {
             nets.iter()
                 .any(|net| net.addr() == machine)
                 .then_some(PublicKey::from(*key))
         });
         let nudge = async {
-            let Some(key) = key else {
-                return;
-            };
-            loop {
-                let up = self
-                    .net
-                    .stats()
-                    .await
-                    .map(|s| {
-                        s.peers.iter().any(|p| {
-                            p.public_key == key
-                                && p.last_handshake.is_some_and(|t| t.as_secs() < 170)
-                        })
-                    })
-                    .unwrap_or(true);
-                if !up {
-                    let _ = self.net.connect_peer(key).await;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Some(key) = key {
+                let _ = self.net.handshake(key, Duration::from_secs(1)).await;
             }
         };
         let connect = self.net.connect_tcp(SocketAddrV4::new(machine, port));
         tokio::pin!(connect);
         tokio::select! {
             connected = &mut connect => connected,
-            // Only without a known sharer does the nudge end; then just wait to connect.
+            // A session is up (or there is no known sharer): just wait to connect.
             () = nudge => connect.await,
         }
     }

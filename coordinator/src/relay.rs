@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use connect_netstack::batch::{BatchSocket, Received, RecvBatch};
+use connect_netstack::io::batch::{BatchSocket, Received, RecvBatch};
 use connect_netstack::relay::{self, Frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;

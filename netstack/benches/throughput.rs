@@ -129,13 +129,13 @@ impl Bench {
             let mut any = false;
             while let Some(t) = self.joiner.poll_transmit(&mut self.buf) {
                 self.sharer
-                    .handle_datagram(self.joiner_addr, &self.buf[..t.len], now);
+                    .handle_datagram(self.joiner_addr, &self.buf[t.range()], now);
                 any = true;
                 moved += 1;
             }
             while let Some(t) = self.sharer.poll_transmit(&mut self.buf) {
                 self.joiner
-                    .handle_datagram(self.sharer_addr, &self.buf[..t.len], now);
+                    .handle_datagram(self.sharer_addr, &self.buf[t.range()], now);
                 any = true;
                 moved += 1;
             }

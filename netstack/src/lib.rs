@@ -1,35 +1,37 @@
 //! The data plane of connect: WireGuard sessions (boringtun) and a userspace TCP/IP stack
 //! (smoltcp) that turn tunnel packets into real sockets and back.
 //!
-//! [`Node`] is the whole protocol as a pure state machine: no IO, no clock, so tests run
-//! two nodes in one process on virtual time. [`driver`] is the one thin tokio loop that
-//! gives a node a UDP socket, real TCP/UDP sockets for the flows it serves, and streams
-//! for the flows a program dials.
+//! [`Node`] is the whole protocol as a pure state machine, the hub relay's client
+//! included: no IO, no clock, so tests run peers and a relay in one process on virtual
+//! time. [`io`] is the thin tokio side that gives a node a UDP socket, a TUN device, real
+//! TCP/UDP sockets for the flows it serves, and streams for the flows a program dials.
+//! Imports point one way: `io` uses the core, never the reverse.
 
-pub mod batch;
 mod device;
-pub mod driver;
 mod error;
+mod event;
 mod flow;
+pub mod io;
 pub mod logging;
 mod node;
 mod packet;
 mod path;
 mod policy;
 pub mod relay;
+mod relay_client;
 mod socket;
-mod spin;
 mod stack;
 mod stats;
-mod tun_io;
 mod wg;
 
 pub use boringtun::x25519::{PublicKey, StaticSecret};
 pub use error::Error;
-pub use flow::{CloseReason, Event, FlowId};
+pub use event::Event;
+pub use flow::{CloseReason, FlowId};
 pub use ipnet::Ipv4Net;
 pub use node::{Node, NodeConfig, Transmit};
 pub use policy::{Policy, Protocol, Route, Target};
+pub use relay_client::{BIND_INTERVAL, RelayConfig};
 pub use stats::Stats;
 pub use wg::{PeerConfig, PeerStats};
 

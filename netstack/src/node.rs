@@ -5,18 +5,22 @@
 //!
 //! A node does no IO and reads no clock. Its driver feeds it inputs and drains its outputs:
 //!
-//! - inputs: [`Node::handle_datagram`] for every UDP datagram received,
-//!   [`Node::handle_ip_packet`] for every packet read from a TUN device (raw mode),
-//!   [`Node::handle_timeout`] when [`Node::poll_timeout`] is reached, and the flow calls
-//!   ([`Node::send`], [`Node::recv`], [`Node::close`], …) for the real sockets it bridges;
+//! - inputs: [`Node::handle_datagram`] for every UDP datagram received (WireGuard or the
+//!   hub relay's frames), [`Node::handle_ip_packet`] for every packet read from a TUN
+//!   device (raw mode), [`Node::handle_timeout`] when [`Node::poll_timeout`] is reached,
+//!   [`Node::set_wall_clock`] now and then, and the flow calls ([`Node::send`],
+//!   [`Node::recv`], [`Node::close`], …) for the real sockets it bridges;
 //! - outputs, drained after **every** input until they return `None`:
-//!   [`Node::poll_transmit`] (datagrams to send), [`Node::poll_ip_packet`] (packets for the
-//!   TUN device), [`Node::poll_event`] (flow events), then [`Node::poll_timeout`].
+//!   [`Node::poll_transmit`] (datagrams ready for the wire: relay binds, and WireGuard
+//!   framed for the relay where a peer is reached through it), [`Node::poll_ip_packet`]
+//!   (packets for the TUN device), [`Node::poll_event`] (flow events and completed
+//!   handshakes), then [`Node::poll_timeout`] (which covers the next relay bind).
 //!
-//! Every input takes `now`; the node keeps no other notion of time except boringtun's
-//! internal timers, which read the system clock (see `wg.rs`). Network input never
-//! returns an error: whatever a peer sends is either used or dropped and counted in
-//! [`Stats`].
+//! Every input takes `now`; the wall clock (relay binds carry Unix time) comes in with
+//! [`Node::set_relay`] and [`Node::set_wall_clock`]. The node keeps no other notion of
+//! time except boringtun's internal timers, which read the system clock (see `wg.rs`).
+//! Network input never returns an error: whatever a peer sends is either used or dropped
+//! and counted in [`Stats`].
 //!
 //! # Roles
 //!
@@ -34,9 +38,12 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use smoltcp::socket::tcp;
 
 use crate::Error;
-use crate::flow::{CloseReason, Event, Flow, FlowId, FlowKind, FlowTable, TcpFlow, UdpFlow};
+use crate::event::Event;
+use crate::flow::{CloseReason, Flow, FlowId, FlowKind, FlowTable, TcpFlow, UdpFlow};
 use crate::packet::{self, FiveTuple, IPV4_HEADER, Inspected, UDP_HEADER};
 use crate::policy::Protocol;
+use crate::relay;
+use crate::relay_client::{Incoming, RelayClient, RelayConfig};
 use crate::stack::{SOCKET_OVERHEAD, Stack};
 use crate::stats::Stats;
 use crate::wg::{Inbound, MIN_DST, OVERHEAD, PeerConfig, PeerStats, Sessions};
@@ -106,11 +113,20 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
-/// A datagram written by [`Node::poll_transmit`] into the caller's buffer.
+/// A datagram written by [`Node::poll_transmit`] into the caller's buffer, at
+/// `buf[offset..offset + len]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     pub dst: SocketAddr,
+    pub offset: usize,
     pub len: usize,
+}
+
+impl Transmit {
+    /// Where the datagram is in the buffer it was written to.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
 }
 
 pub struct Node {
@@ -137,6 +153,12 @@ pub struct Node {
     next_port: u16,
     /// Scratch space for boringtun's timer output.
     scratch: Vec<u8>,
+    relay: Option<RelayClient>,
+    /// Where the next datagram is sealed in the caller's buffer: behind room for a relay
+    /// header when the last one went through the relay, else at the start. Datagrams come
+    /// in runs to one peer, so the guess is nearly always right and a datagram is moved
+    /// only when it is wrong.
+    room: usize,
 }
 
 impl Node {
@@ -164,8 +186,31 @@ impl Node {
             stack_deadline: None,
             next_port,
             scratch: vec![0; MIN_DST.max(config.mtu + OVERHEAD)],
+            relay: None,
+            room: 0,
             config,
         }
+    }
+
+    /// Reaches peers through a hub relay from now on. The first bind is due at once, so
+    /// the relay knows our address before our first handshake arrives; later ones every
+    /// [`BIND_INTERVAL`](crate::relay_client::BIND_INTERVAL). `unix_ms` is the wall clock
+    /// at `now`.
+    pub fn set_relay(&mut self, config: RelayConfig, now: Instant, unix_ms: u64) {
+        self.now = now;
+        self.relay = Some(RelayClient::new(config, now, unix_ms));
+    }
+
+    /// A fresh reading of the wall clock (`unix_ms` at `now`), which relay binds carry.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        if let Some(relay) = &mut self.relay {
+            relay.set_wall_clock(now, unix_ms);
+        }
+    }
+
+    /// Our public address as the relay saw it, once it answered a bind.
+    pub fn relay_observed(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().and_then(RelayClient::observed)
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -260,8 +305,7 @@ impl Node {
 
     /// A relay's word that the peer it reaches at `relayed` is at `candidate`: probes a
     /// direct path there (at most once a second per peer; see `path`).
-    pub fn offer_direct(&mut self, relayed: SocketAddr, candidate: SocketAddr, now: Instant) {
-        self.now = now;
+    fn offer_direct(&mut self, relayed: SocketAddr, candidate: SocketAddr, now: Instant) {
         self.sessions.probe(
             relayed,
             candidate,
@@ -282,9 +326,22 @@ impl Node {
             .collect()
     }
 
-    /// One UDP datagram from the network.
+    /// One UDP datagram from the network: WireGuard, or with a relay set, its frames.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         self.now = now;
+        let Some(relay) = self.relay.as_mut() else {
+            return self.open_datagram(from, datagram, now);
+        };
+        match relay.classify(from, datagram) {
+            Incoming::WireGuard { from, datagram } => self.open_datagram(from, datagram, now),
+            Incoming::Introduction { relayed, candidate } => {
+                self.offer_direct(relayed, candidate, now);
+            }
+            Incoming::Nothing => {}
+        }
+    }
+
+    fn open_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         let mut buf = self.stack.device.pool.take();
         buf.resize(
             datagram.len().max(MIN_DST).max(self.config.mtu + OVERHEAD),
@@ -340,9 +397,41 @@ impl Node {
         self.run_if_dirty();
     }
 
-    /// The next sealed datagram, written into `buf`, which should hold at least
-    /// `mtu + 32` bytes; packets that do not fit are dropped.
+    /// The next datagram for the wire, written into `buf`, which should hold at least
+    /// `mtu + 44` bytes (a sealed packet behind a relay header); packets that do not fit
+    /// are dropped. A due relay bind comes before anything else.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(relay) = &mut self.relay
+            && let Some(bind) = relay.poll_bind(self.now)
+        {
+            buf.get_mut(..bind.len())?.copy_from_slice(&bind);
+            return Some(Transmit {
+                dst: relay.addr(),
+                offset: 0,
+                len: bind.len(),
+            });
+        }
+        loop {
+            let at = self.room.min(buf.len());
+            let sealed = self.poll_sealed(&mut buf[at..])?;
+            let Some(slot) = relay::slot_of(sealed.dst) else {
+                self.room = 0;
+                return Some(Transmit {
+                    offset: at,
+                    ..sealed
+                });
+            };
+            // A relayed peer with no relay set any more: nowhere to send it.
+            let Some(relay) = &self.relay else { continue };
+            self.room = relay::DATA_HEADER;
+            if let Some((offset, len, dst)) = relay.frame(slot, buf, at, sealed.len) {
+                return Some(Transmit { dst, offset, len });
+            }
+        }
+    }
+
+    /// The next sealed WireGuard datagram, at the start of `buf`.
+    fn poll_sealed(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         self.run_if_dirty();
         loop {
             if let Some((dst, bytes)) = self.control.pop_front() {
@@ -351,6 +440,7 @@ impl Node {
                     self.stats.tx_datagrams += 1;
                     return Some(Transmit {
                         dst,
+                        offset: 0,
                         len: bytes.len(),
                     });
                 }
@@ -393,7 +483,11 @@ impl Node {
         let (dst, len) = self
             .sessions
             .encapsulate(peer, packet, buf, &mut self.stats)?;
-        Some(Transmit { dst, len })
+        Some(Transmit {
+            dst,
+            offset: 0,
+            len,
+        })
     }
 
     /// The next packet for the TUN device (raw mode), written into `buf`.
@@ -411,7 +505,20 @@ impl Node {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.run_if_dirty();
+        if let Some(peer) = self.sessions.poll_completed() {
+            return Some(Event::HandshakeCompleted { peer });
+        }
         self.events.pop_front()
+    }
+
+    /// Whether the peer has a session young enough to carry packets without a new
+    /// handshake first.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`] when no such peer is configured.
+    pub fn has_fresh_session(&self, key: &PublicKey) -> Result<bool, Error> {
+        let index = self.sessions.index_of(key).ok_or(Error::UnknownPeer)?;
+        Ok(self.sessions.has_fresh_session(index))
     }
 
     /// When [`Node::handle_timeout`] must be called next.
@@ -421,6 +528,7 @@ impl Node {
             Some(self.next_timers),
             Some(self.next_udp_sweep),
             self.stack_deadline,
+            self.relay.as_ref().map(RelayClient::next_bind),
         ]
         .into_iter()
         .flatten()
@@ -446,14 +554,7 @@ impl Node {
                 src: dst,
                 dst: local,
             },
-            kind: FlowKind::Tcp(TcpFlow {
-                handle,
-                connecting: true,
-                readable_sent: false,
-                want_writable: false,
-                read_closed_sent: false,
-                reset_seen: false,
-            }),
+            kind: FlowKind::Tcp(TcpFlow::dialing(handle)),
             memory: 2 * buffer + SOCKET_OVERHEAD,
         });
         self.touch(id);
@@ -499,13 +600,13 @@ impl Node {
                     socket.state(),
                     tcp::State::SynReceived | tcp::State::SynSent
                 ) {
-                    tcp.want_writable = true;
+                    tcp.wait_writable();
                     self.touch(id);
                     return Ok(0);
                 }
                 let sent = socket.send_slice(data).map_err(|_| Error::FlowNotOpen)?;
                 if sent < data.len() {
-                    tcp.want_writable = true;
+                    tcp.wait_writable();
                 }
                 self.touch(id);
                 Ok(sent)
@@ -514,7 +615,7 @@ impl Node {
                 if data.len() > max_datagram {
                     return Err(Error::DatagramTooLarge(data.len()));
                 }
-                udp.last_active = now;
+                udp.touch(now);
                 let mut buf = self.stack.device.pool.take();
                 packet::write_udp(&mut buf, inbound.dst, inbound.src, data);
                 self.stack.device.tx.push_back(buf);
@@ -535,23 +636,19 @@ impl Node {
                 let socket = self.stack.tcp(tcp.handle);
                 let read = socket.recv_slice(buf).unwrap_or(0);
                 if !socket.can_recv() {
-                    tcp.readable_sent = false;
+                    tcp.drained();
                 }
                 // The freed window must be announced, and a FIN behind the data reported.
                 self.touch(id);
                 Ok((read > 0).then_some(read))
             }
             FlowKind::Udp(udp) => {
-                let Some(datagram) = udp.queue.pop_front() else {
-                    udp.readable_sent = false;
+                let Some(datagram) = udp.take() else {
                     return Ok(None);
                 };
                 let len = datagram.len().min(buf.len());
                 buf[..len].copy_from_slice(&datagram[..len]);
                 self.stack.device.pool.give(datagram);
-                if udp.queue.is_empty() {
-                    udp.readable_sent = false;
-                }
                 Ok(Some(len))
             }
         }
@@ -598,7 +695,7 @@ impl Node {
         let flow = self.flows.get_mut(id).ok_or(Error::UnknownFlow)?;
         match &mut flow.kind {
             FlowKind::Tcp(tcp) => {
-                tcp.reset_seen = true;
+                tcp.reset();
                 self.stack.tcp(tcp.handle).abort();
                 self.touch(id);
             }
@@ -677,11 +774,7 @@ impl Node {
         self.flows.insert(Flow {
             peer,
             inbound,
-            kind: FlowKind::Udp(UdpFlow {
-                queue: VecDeque::new(),
-                last_active: self.now,
-                readable_sent: false,
-            }),
+            kind: FlowKind::Udp(UdpFlow::new(self.now)),
             memory: UDP_FLOW_MEMORY,
         })
     }
@@ -713,7 +806,7 @@ impl Node {
                         && let Some(FlowKind::Tcp(tcp)) =
                             self.flows.get_mut(id).map(|f| &mut f.kind)
                     {
-                        tcp.reset_seen = true;
+                        tcp.reset();
                     }
                     self.touch(id);
                     self.push_to_stack(buf);
@@ -782,14 +875,7 @@ impl Node {
         let id = self.flows.insert(Flow {
             peer,
             inbound: tuple,
-            kind: FlowKind::Tcp(TcpFlow {
-                handle,
-                connecting: false,
-                readable_sent: false,
-                want_writable: false,
-                read_closed_sent: false,
-                reset_seen: false,
-            }),
+            kind: FlowKind::Tcp(TcpFlow::accepted(handle)),
             memory: 2 * buffer + SOCKET_OVERHEAD,
         });
         self.events.push_back(Event::Accepted {
@@ -823,17 +909,16 @@ impl Node {
         let Some(FlowKind::Udp(udp)) = self.flows.get_mut(id).map(|f| &mut f.kind) else {
             return;
         };
-        udp.last_active = self.now;
-        if udp.queue.len() >= self.config.udp_queue {
-            self.stats.udp_dropped += 1;
-            return;
-        }
+        udp.touch(self.now);
         let mut buf = self.stack.device.pool.take();
         buf.extend_from_slice(payload);
-        udp.queue.push_back(buf);
-        if !udp.readable_sent {
-            udp.readable_sent = true;
-            self.events.push_back(Event::Readable { flow: id });
+        match udp.deliver(buf, self.config.udp_queue) {
+            Ok(true) => self.events.push_back(Event::Readable { flow: id }),
+            Ok(false) => {}
+            Err(buf) => {
+                self.stats.udp_dropped += 1;
+                self.stack.device.pool.give(buf);
+            }
         }
     }
 
@@ -848,7 +933,7 @@ impl Node {
             .into_iter()
             .filter(|id| {
                 matches!(self.flows.get_mut(*id).map(|f| &f.kind),
-                    Some(FlowKind::Udp(udp)) if now.saturating_duration_since(udp.last_active) >= timeout)
+                    Some(FlowKind::Udp(udp)) if udp.idle_for(now) >= timeout)
             })
             .collect();
         for id in idle {
@@ -920,42 +1005,8 @@ impl Node {
         else {
             return;
         };
-        let socket = self.stack.sockets.get_mut::<tcp::Socket>(tcp.handle);
-        let state = socket.state();
-        if tcp.connecting && socket.may_send() {
-            tcp.connecting = false;
-            self.events.push_back(Event::Connected { flow: id });
-        }
-        if !tcp.readable_sent && socket.can_recv() {
-            tcp.readable_sent = true;
-            self.events.push_back(Event::Readable { flow: id });
-        }
-        if tcp.want_writable
-            && socket.may_send()
-            && socket.send_queue() <= socket.send_capacity() / 2
-        {
-            tcp.want_writable = false;
-            self.events.push_back(Event::Writable { flow: id });
-        }
-        let fin_received = matches!(
-            state,
-            tcp::State::CloseWait
-                | tcp::State::LastAck
-                | tcp::State::Closing
-                | tcp::State::TimeWait
-        ) || (state == tcp::State::Closed && !tcp.reset_seen && !tcp.connecting);
-        if fin_received && !tcp.read_closed_sent && !socket.can_recv() {
-            tcp.read_closed_sent = true;
-            self.events.push_back(Event::ReadClosed { flow: id });
-        }
-        if matches!(state, tcp::State::Closed | tcp::State::TimeWait) && !socket.can_recv() {
-            let reason = if tcp.reset_seen {
-                CloseReason::Reset
-            } else if tcp.read_closed_sent {
-                CloseReason::Finished
-            } else {
-                CloseReason::TimedOut
-            };
+        let socket = self.stack.sockets.get::<tcp::Socket>(tcp.handle);
+        if let Some(reason) = tcp.observe(id, socket, &mut self.events) {
             self.end_flow(id, reason);
         }
     }

@@ -29,6 +29,12 @@ pub(crate) const MIN_DST: usize = 148;
 /// Handshakes per second the node answers before asking for cookies. The shared limiter
 /// sees each handshake twice (our front door, then `Tunn::decapsulate`), hence the double.
 const HANDSHAKES_PER_SECOND: u64 = 2 * 20;
+const HANDSHAKE_INIT: u8 = 1;
+const HANDSHAKE_RESPONSE: u8 = 2;
+const DATA: u8 = 4;
+/// A session older than this is about to be refused (WireGuard's reject-after time is
+/// 180 s), so a caller about to use it starts a new handshake instead.
+const FRESH_SESSION: Duration = Duration::from_secs(170);
 /// boringtun keeps 24 bits of the session index for the peer.
 const MAX_INDEX: u32 = (1 << 24) - 1;
 
@@ -69,11 +75,28 @@ pub(crate) struct Peer {
     pub(crate) config: PeerConfig,
     tunn: Tunn,
     pub(crate) path: Path,
+    /// We answered the peer's initiation; its first data completes the handshake.
+    answered: bool,
 }
 
 impl Peer {
     pub(crate) fn allows_source(&self, src: Ipv4Addr) -> bool {
         self.config.allowed_ips.iter().any(|net| net.contains(&src))
+    }
+
+    /// Follows the handshake through an authenticated datagram; true when it completed:
+    /// an answer to our initiation, or the first data after we answered the peer's.
+    /// `message_type` is WireGuard's, the datagram's first byte.
+    fn handshake_step(&mut self, message_type: Option<u8>) -> bool {
+        match message_type {
+            Some(HANDSHAKE_INIT) => {
+                self.answered = true;
+                false
+            }
+            Some(HANDSHAKE_RESPONSE) => true,
+            Some(DATA) => std::mem::take(&mut self.answered),
+            _ => false,
+        }
     }
 }
 
@@ -96,6 +119,8 @@ pub(crate) struct Sessions {
     /// Wider allowed prefixes, longest first.
     nets: Vec<(Ipv4Net, u32)>,
     next_index: u32,
+    /// Peers whose handshake completed since the node last asked.
+    completed: VecDeque<PublicKey>,
 }
 
 impl Sessions {
@@ -110,6 +135,7 @@ impl Sessions {
             hosts: HashMap::new(),
             nets: Vec::new(),
             next_index: first_index & MAX_INDEX,
+            completed: VecDeque::new(),
         }
     }
 
@@ -152,6 +178,7 @@ impl Sessions {
             index,
             Peer {
                 path: Path::new(config.endpoint),
+                answered: false,
                 config,
                 tunn,
             },
@@ -189,6 +216,18 @@ impl Sessions {
 
     pub(crate) fn peers(&self) -> impl Iterator<Item = (&u32, &Peer)> {
         self.peers.iter()
+    }
+
+    /// The next peer whose handshake completed.
+    pub(crate) fn poll_completed(&mut self) -> Option<PublicKey> {
+        self.completed.pop_front()
+    }
+
+    pub(crate) fn has_fresh_session(&self, index: u32) -> bool {
+        self.peers
+            .get(&index)
+            .and_then(|peer| peer.tunn.stats().0)
+            .is_some_and(|age| age < FRESH_SESSION)
     }
 
     pub(crate) fn stats(&self, index: u32) -> Option<PeerStats> {
@@ -250,7 +289,11 @@ impl Sessions {
         };
         match outcome {
             Ok(inbound) => {
-                peer.path.heard(from, Heard::of(datagram), now);
+                let heard = Heard::of(datagram);
+                peer.path.heard(from, heard, now);
+                if peer.handshake_step(datagram.first().copied()) {
+                    self.completed.push_back(peer.config.public_key);
+                }
                 inbound
             }
             Err(err) => {

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use common::{JOINER_IP, SHARER_IP, key, peer};
-use connect_netstack::driver::{DriverError, Netstack};
+use connect_netstack::io::{DriverError, Netstack};
 use connect_netstack::{NodeConfig, Policy, Protocol, PublicKey, Route, Target};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

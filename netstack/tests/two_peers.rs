@@ -12,76 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use connect_netstack::{CloseReason, Event, FlowId, Protocol, PublicKey};
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 
 const MB: usize = 1024 * 1024;
-
-/// Sends `total` bytes sharer → joiner over one TCP flow; returns both sides' digests.
-fn bulk(pair: &mut Pair, total: usize, max_steps: usize) -> ([u8; 32], [u8; 32]) {
-    let flow = pair
-        .joiner
-        .node
-        .connect_tcp(sharer_socket(BULK_PORT), pair.now)
-        .unwrap();
-    let mut served: Option<FlowId> = None;
-    let (mut sent, mut received) = (0usize, 0usize);
-    let (mut sent_hash, mut received_hash) = (Sha256::new(), Sha256::new());
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut read_buf = vec![0u8; 64 * 1024];
-    let (mut sharer_done, mut joiner_done) = (false, false);
-    pair.drive_until(max_steps, |p| {
-        for event in p.accept_all() {
-            match event {
-                Event::Accepted { flow, target, .. } => {
-                    assert_eq!(target.port, 8080);
-                    served = Some(flow);
-                }
-                Event::Closed { reason, .. } => {
-                    assert_eq!(reason, CloseReason::Finished);
-                    sharer_done = true;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = served {
-            while sent < total {
-                let len = chunk.len().min(total - sent);
-                pattern(sent, &mut chunk[..len]);
-                let n = p.sharer.node.send(s, &chunk[..len], p.now).unwrap_or(0);
-                sent_hash.update(&chunk[..n]);
-                sent += n;
-                if n < len {
-                    break;
-                }
-            }
-            if sent == total && !sharer_done {
-                let _ = p.sharer.node.close(s, p.now);
-            }
-        }
-        while let Some(event) = p.joiner.events.pop_front() {
-            match event {
-                Event::ReadClosed { flow: f } => {
-                    assert_eq!(f, flow);
-                    p.joiner.node.close(flow, p.now).unwrap();
-                }
-                Event::Closed { reason, .. } => {
-                    assert_eq!(reason, CloseReason::Finished);
-                    joiner_done = true;
-                }
-                _ => {}
-            }
-        }
-        if !joiner_done {
-            while let Ok(Some(n)) = p.joiner.node.recv(flow, &mut read_buf) {
-                received_hash.update(&read_buf[..n]);
-                received += n;
-            }
-        }
-        sharer_done && joiner_done
-    });
-    assert_eq!(received, total);
-    (sent_hash.finalize().into(), received_hash.finalize().into())
-}
 
 #[test]
 fn bulk_50_mb_arrives_intact_without_loss() {

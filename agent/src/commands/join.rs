@@ -11,7 +11,8 @@ use std::time::Duration;
 use connect_api::{
     JoinRequest, JoinResponse, Protocol as WireProtocol, RegisterRequest, StreamEvent, WireKey,
 };
-use connect_netstack::driver::{Netstack, RelayConfig};
+use connect_netstack::RelayConfig;
+use connect_netstack::io::Netstack;
 use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -234,29 +235,17 @@ async fn next_event<S: futures_util::Stream + Unpin>(events: &mut Option<S>) -> 
 /// Waits until WireGuard has a session with the sharer, re-sending the initiation each
 /// second in case the first one raced the sharer learning about us.
 async fn wait_for_handshake(net: &Netstack, sharer: PublicKey) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut next_retry = tokio::time::Instant::now();
-    loop {
-        if tokio::time::Instant::now() >= next_retry {
-            net.connect_peer(sharer).await?;
-            next_retry += Duration::from_secs(1);
-        }
-        let up = net
-            .stats()
-            .await?
-            .peers
-            .iter()
-            .any(|p| p.public_key == sharer && p.last_handshake.is_some());
-        if up {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Fail::Hub(
-                "Cannot reach the shared machine: no answer through the hub relay. Is the sharing agent running (connect up)?".into(),
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        net.handshake(sharer, Duration::from_secs(1)),
+    )
+    .await
+    {
+        Ok(done) => Ok(done?),
+        Err(_) => Err(Fail::Hub(
+            "Cannot reach the shared machine: no answer through the hub relay. Is the sharing agent running (connect up)?".into(),
+        )
+        .into()),
     }
 }
 

@@ -1,21 +1,31 @@
-//! `Pair`: two nodes, a sharer and a joiner, joined by a simulated link on virtual time.
+//! `Pair`: two nodes, a sharer and a joiner, joined by a simulated link on virtual time,
+//! optionally through a simulated hub relay (`Pair::with_relay`).
 //!
 //! The link can lose, duplicate, reorder and delay datagrams, all from one seed, so every
 //! run of a test sees the same packets. `step` drains both nodes, delivers what is due and
 //! otherwise jumps time to the next delivery or timer; `drive_until` bounds the steps and
 //! fails loudly when the bound is hit.
-#![allow(dead_code, clippy::unwrap_used, clippy::type_complexity)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::type_complexity,
+    clippy::wildcard_enum_match_arm
+)]
+
+mod sim_relay;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use connect_netstack::{
-    Event, Ipv4Net, Node, NodeConfig, PeerConfig, Policy, Protocol, PublicKey, Route, StaticSecret,
-    Target,
+    CloseReason, Event, FlowId, Ipv4Net, Node, NodeConfig, PeerConfig, Policy, Protocol, PublicKey,
+    RelayConfig, Route, StaticSecret, Target, relay,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+pub use sim_relay::{RELAY_ADDR, SimRelay, UNIX_START_MS};
 
 pub const SHARER_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
 pub const JOINER_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 3);
@@ -45,16 +55,22 @@ impl Default for LinkConfig {
     }
 }
 
+pub const SHARER_SLOT: u64 = 11;
+pub const JOINER_SLOT: u64 = 22;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum To {
     Sharer,
     Joiner,
+    Relay,
 }
 
 pub struct Side {
     pub node: Node,
     pub addr: SocketAddr,
     pub events: VecDeque<Event>,
+    /// Peers whose handshake completed, in order (kept apart from the flow events).
+    pub handshakes: Vec<PublicKey>,
 }
 
 pub struct InFlight {
@@ -74,6 +90,12 @@ pub struct Pair {
     pub capture: Option<Vec<(To, SocketAddr, Vec<u8>)>>,
     /// Drops datagrams for which it returns true, before loss is applied.
     pub filter: Option<Box<dyn FnMut(To, &[u8]) -> bool>>,
+    /// The hub relay both nodes use, with `with_relay`.
+    pub relay: Option<SimRelay>,
+    /// Drops every datagram sent straight between the two nodes (a firewall between them).
+    pub direct_blocked: bool,
+    /// Datagrams sent to an address nobody is at (relay mode): (destination, bytes).
+    pub strays: Vec<(SocketAddr, Vec<u8>)>,
     rng: ChaCha8Rng,
     buf: Vec<u8>,
 }
@@ -128,6 +150,16 @@ impl Pair {
 
     /// Like `new`, with `tweak` applied to both nodes' configuration.
     pub fn with_config(link: LinkConfig, tweak: impl Fn(&mut NodeConfig)) -> Self {
+        Self::build(link, tweak, false)
+    }
+
+    /// Both nodes reach each other through a simulated hub relay that introduces them,
+    /// as agents do: each peer's endpoint is the other's relay slot.
+    pub fn with_relay(link: LinkConfig) -> Self {
+        Self::build(link, |_| {}, true)
+    }
+
+    fn build(link: LinkConfig, tweak: impl Fn(&mut NodeConfig), relayed: bool) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::WARN)
             .with_test_writer()
@@ -142,33 +174,60 @@ impl Pair {
         tweak(&mut sharer_config);
         let mut sharer = Node::new(sharer_config, link.seed, now);
         // The sharer learns the joiner's endpoint from its first handshake.
+        let joiner_endpoint = relayed.then(|| relay::synthetic_endpoint(JOINER_SLOT));
         sharer
-            .add_peer(peer(&joiner_key, JOINER_IP, None, sharer_policy()))
+            .add_peer(peer(
+                &joiner_key,
+                JOINER_IP,
+                joiner_endpoint,
+                sharer_policy(),
+            ))
             .unwrap();
 
         let mut joiner_config = NodeConfig::new(joiner_key);
         joiner_config.addresses = vec![JOINER_IP];
         tweak(&mut joiner_config);
         let mut joiner = Node::new(joiner_config, link.seed + 1, now);
+        let sharer_endpoint = if relayed {
+            relay::synthetic_endpoint(SHARER_SLOT)
+        } else {
+            sharer_addr
+        };
         joiner
             .add_peer(peer(
                 &sharer_key,
                 SHARER_IP,
-                Some(sharer_addr),
+                Some(sharer_endpoint),
                 Policy::default(),
             ))
             .unwrap();
+        let relay = relayed.then(|| {
+            let mut relay = SimRelay::new(now);
+            for (node, slot) in [(&mut sharer, SHARER_SLOT), (&mut joiner, JOINER_SLOT)] {
+                let key = relay.add_slot(slot);
+                let config = RelayConfig {
+                    addr: RELAY_ADDR,
+                    slot,
+                    key,
+                    direct: true,
+                };
+                node.set_relay(config, now, UNIX_START_MS);
+            }
+            relay
+        });
 
         Self {
             sharer: Side {
                 node: sharer,
                 addr: sharer_addr,
                 events: VecDeque::new(),
+                handshakes: Vec::new(),
             },
             joiner: Side {
                 node: joiner,
                 addr: joiner_addr,
                 events: VecDeque::new(),
+                handshakes: Vec::new(),
             },
             now,
             rng: ChaCha8Rng::seed_from_u64(link.seed),
@@ -176,6 +235,9 @@ impl Pair {
             in_flight: Vec::new(),
             capture: None,
             filter: None,
+            relay,
+            direct_blocked: false,
+            strays: Vec::new(),
             buf: vec![0; 2048],
         }
     }
@@ -184,7 +246,33 @@ impl Pair {
         match to {
             To::Sharer => &mut self.sharer,
             To::Joiner => &mut self.joiner,
+            To::Relay => panic!("the relay is no node"),
         }
+    }
+
+    /// Who is at `addr`, if anyone.
+    fn at(&self, addr: SocketAddr) -> Option<To> {
+        if addr == self.sharer.addr {
+            Some(To::Sharer)
+        } else if addr == self.joiner.addr {
+            Some(To::Joiner)
+        } else if self.relay.is_some() && addr == RELAY_ADDR {
+            Some(To::Relay)
+        } else {
+            None
+        }
+    }
+
+    /// Where a peer's datagrams go from `side` now: the other's address or a relay slot.
+    pub fn endpoint_of_peer(&mut self, side: To) -> Option<SocketAddr> {
+        let node = &self.side(side).node;
+        node.peers().first().and_then(|p| p.endpoint)
+    }
+
+    /// Whether `side` sends its peer's datagrams straight to it.
+    pub fn is_direct(&mut self, side: To) -> bool {
+        self.endpoint_of_peer(side)
+            .is_some_and(|e| relay::slot_of(e).is_none())
     }
 
     /// Puts a datagram on the wire as if `from` sent it to `to`, past loss and filters.
@@ -198,9 +286,9 @@ impl Pair {
     }
 
     fn drain(&mut self, from: To) {
-        let to = match from {
+        let peer = match from {
             To::Sharer => To::Joiner,
-            To::Joiner => To::Sharer,
+            To::Joiner | To::Relay => To::Sharer,
         };
         loop {
             let side = self.side(from);
@@ -211,45 +299,82 @@ impl Pair {
                 self.buf = buf;
                 break;
             };
-            let bytes = buf[..transmit.len].to_vec();
+            let bytes = buf[transmit.range()].to_vec();
             self.buf = buf;
-            assert_eq!(
-                transmit.dst,
-                self.side(to).addr,
-                "datagram sent to the wrong endpoint"
-            );
-            if let Some(capture) = &mut self.capture {
-                capture.push((to, src, bytes.clone()));
+            if self.relay.is_none() {
+                assert_eq!(
+                    transmit.dst,
+                    self.side(peer).addr,
+                    "datagram sent to the wrong endpoint"
+                );
             }
-            if let Some(filter) = &mut self.filter
-                && filter(to, &bytes)
-            {
+            let Some(to) = self.at(transmit.dst) else {
+                self.strays.push((transmit.dst, bytes));
                 continue;
-            }
-            if self.rng.random_bool(self.link.loss) {
-                continue;
-            }
-            let copies = if self.rng.random_bool(self.link.duplicate) {
-                2
-            } else {
-                1
             };
-            for _ in 0..copies {
-                let jitter = if self.link.jitter.is_zero() {
-                    Duration::ZERO
-                } else {
-                    self.link.jitter.mul_f64(self.rng.random::<f64>())
-                };
-                self.in_flight.push(InFlight {
-                    at: self.now + self.link.latency + jitter,
-                    to,
-                    from: src,
-                    bytes: bytes.clone(),
-                });
+            if self.direct_blocked && to != To::Relay {
+                continue;
             }
+            self.send(to, src, bytes);
         }
         while let Some(event) = self.side(from).node.poll_event() {
-            self.side(from).events.push_back(event);
+            match event {
+                Event::HandshakeCompleted { peer } => self.side(from).handshakes.push(peer),
+                event => self.side(from).events.push_back(event),
+            }
+        }
+    }
+
+    /// Puts one datagram on the link from `src` to `to`, through capture, filter and loss.
+    fn send(&mut self, to: To, src: SocketAddr, bytes: Vec<u8>) {
+        if let Some(capture) = &mut self.capture {
+            capture.push((to, src, bytes.clone()));
+        }
+        if let Some(filter) = &mut self.filter
+            && filter(to, &bytes)
+        {
+            return;
+        }
+        if self.rng.random_bool(self.link.loss) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.link.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if self.link.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                self.link.jitter.mul_f64(self.rng.random::<f64>())
+            };
+            self.in_flight.push(InFlight {
+                at: self.now + self.link.latency + jitter,
+                to,
+                from: src,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    /// Delivers one datagram where it was going; the relay's answers go on the link.
+    fn deliver(&mut self, packet: InFlight) {
+        if packet.to != To::Relay {
+            let now = self.now;
+            self.side(packet.to)
+                .node
+                .handle_datagram(packet.from, &packet.bytes, now);
+            return;
+        }
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        for (dst, bytes) in relay.handle(packet.from, &packet.bytes, self.now) {
+            match self.at(dst) {
+                Some(to) => self.send(to, RELAY_ADDR, bytes),
+                None => self.strays.push((dst, bytes)),
+            }
         }
     }
 
@@ -283,9 +408,7 @@ impl Pair {
             .partition(|p| p.at <= now);
         self.in_flight = later;
         for packet in due {
-            self.side(packet.to)
-                .node
-                .handle_datagram(packet.from, &packet.bytes, now);
+            self.deliver(packet);
         }
         self.drain(To::Sharer);
         self.drain(To::Joiner);
@@ -305,9 +428,7 @@ impl Pair {
             }
         }
         for packet in due {
-            self.side(packet.to)
-                .node
-                .handle_datagram(packet.from, &packet.bytes, now);
+            self.deliver(packet);
         }
         self.drain(To::Sharer);
         self.drain(To::Joiner);
@@ -361,4 +482,83 @@ pub fn pattern(offset: usize, out: &mut [u8]) {
         let n = (offset + i) as u64;
         *byte = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8 ^ (n >> 12) as u8;
     }
+}
+
+/// Sends `total` bytes sharer → joiner over one TCP flow; returns both sides' digests.
+pub fn bulk(pair: &mut Pair, total: usize, max_steps: usize) -> ([u8; 32], [u8; 32]) {
+    bulk_with(pair, total, max_steps, |_, _| {})
+}
+
+/// As `bulk`, calling `each_step` with the pair and the bytes received so far before
+/// every step (to change the network mid-transfer).
+pub fn bulk_with(
+    pair: &mut Pair,
+    total: usize,
+    max_steps: usize,
+    mut each_step: impl FnMut(&mut Pair, usize),
+) -> ([u8; 32], [u8; 32]) {
+    let flow = pair
+        .joiner
+        .node
+        .connect_tcp(sharer_socket(BULK_PORT), pair.now)
+        .unwrap();
+    let mut served: Option<FlowId> = None;
+    let (mut sent, mut received) = (0usize, 0usize);
+    let (mut sent_hash, mut received_hash) = (Sha256::new(), Sha256::new());
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut read_buf = vec![0u8; 64 * 1024];
+    let (mut sharer_done, mut joiner_done) = (false, false);
+    pair.drive_until(max_steps, |p| {
+        each_step(p, received);
+        for event in p.accept_all() {
+            match event {
+                Event::Accepted { flow, target, .. } => {
+                    assert_eq!(target.port, 8080);
+                    served = Some(flow);
+                }
+                Event::Closed { reason, .. } => {
+                    assert_eq!(reason, CloseReason::Finished);
+                    sharer_done = true;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = served {
+            while sent < total {
+                let len = chunk.len().min(total - sent);
+                pattern(sent, &mut chunk[..len]);
+                let n = p.sharer.node.send(s, &chunk[..len], p.now).unwrap_or(0);
+                sent_hash.update(&chunk[..n]);
+                sent += n;
+                if n < len {
+                    break;
+                }
+            }
+            if sent == total && !sharer_done {
+                let _ = p.sharer.node.close(s, p.now);
+            }
+        }
+        while let Some(event) = p.joiner.events.pop_front() {
+            match event {
+                Event::ReadClosed { flow: f } => {
+                    assert_eq!(f, flow);
+                    p.joiner.node.close(flow, p.now).unwrap();
+                }
+                Event::Closed { reason, .. } => {
+                    assert_eq!(reason, CloseReason::Finished);
+                    joiner_done = true;
+                }
+                _ => {}
+            }
+        }
+        if !joiner_done {
+            while let Ok(Some(n)) = p.joiner.node.recv(flow, &mut read_buf) {
+                received_hash.update(&read_buf[..n]);
+                received += n;
+            }
+        }
+        sharer_done && joiner_done
+    });
+    assert_eq!(received, total);
+    (sent_hash.finalize().into(), received_hash.finalize().into())
 }

@@ -1,15 +1,15 @@
 //! The flow table: which peer and socket each TCP connection or UDP conversation belongs
-//! to, found by its addresses and ports, plus the events the node reports about flows.
+//! to, found by its addresses and ports. Each kind keeps its own state (`tcp`, `udp`).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddrV4;
-use std::time::Instant;
+mod tcp;
+mod udp;
 
-use boringtun::x25519::PublicKey;
-use smoltcp::iface::SocketHandle;
+use std::collections::HashMap;
 
 use crate::packet::FiveTuple;
-use crate::policy::{Protocol, Target};
+
+pub(crate) use tcp::TcpFlow;
+pub(crate) use udp::UdpFlow;
 
 /// One TCP connection or UDP conversation through the tunnel. Never reused by a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,47 +32,6 @@ pub enum CloseReason {
     PeerRemoved,
     /// A UDP flow saw no datagram for the idle timeout; a TCP flow's peer went silent.
     TimedOut,
-}
-
-/// What the node tells its driver. Every event about a flow comes before its `Closed`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// Serve side: a peer opened a flow its policy allows. Connect to `target`, then call
-    /// `handle_flow_connected` (or `handle_flow_refused` to answer with RST).
-    Accepted {
-        flow: FlowId,
-        protocol: Protocol,
-        peer: PublicKey,
-        /// The peer's tunnel address and port.
-        source: SocketAddrV4,
-        target: Target,
-    },
-    /// Dial side: the TCP handshake finished.
-    Connected { flow: FlowId },
-    /// `recv` has something; reported again only after `recv` has drained the flow.
-    Readable { flow: FlowId },
-    /// `send` had accepted less than offered and now has room.
-    Writable { flow: FlowId },
-    /// The other side finished sending (TCP FIN); `recv` has returned all there was.
-    ReadClosed { flow: FlowId },
-    /// The flow is gone; its id is not valid any more.
-    Closed { flow: FlowId, reason: CloseReason },
-}
-
-pub(crate) struct TcpFlow {
-    pub(crate) handle: SocketHandle,
-    /// Dial side: `Connected` still to be reported.
-    pub(crate) connecting: bool,
-    pub(crate) readable_sent: bool,
-    pub(crate) want_writable: bool,
-    pub(crate) read_closed_sent: bool,
-    pub(crate) reset_seen: bool,
-}
-
-pub(crate) struct UdpFlow {
-    pub(crate) queue: VecDeque<Vec<u8>>,
-    pub(crate) last_active: Instant,
-    pub(crate) readable_sent: bool,
 }
 
 pub(crate) enum FlowKind {

@@ -1,0 +1,58 @@
+//! What the handle and the flow tasks tell the node task, and what it hands a flow back.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use bytes::Bytes;
+use tokio::io::DuplexStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::handle::{DriverError, Snapshot};
+use crate::flow::FlowId;
+use crate::relay_client::RelayConfig;
+use crate::wg::PeerConfig;
+use crate::{Error, PublicKey};
+
+/// Bytes moved per chunk between a flow and the node: big enough that per-chunk costs
+/// vanish, small enough that a flow's chunk queue stays a few hundred KiB.
+pub(super) const CHUNK: usize = 64 * 1024;
+/// Chunks queued from the node to one flow's writer.
+pub(super) const FLOW_QUEUE: usize = 4;
+
+pub(super) enum Command {
+    AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), Error>>),
+    RemovePeer(PublicKey, oneshot::Sender<Result<(), Error>>),
+    ConnectPeer(PublicKey, oneshot::Sender<Result<(), Error>>),
+    /// Answers with a receiver that fires once the peer has a fresh session: at once when
+    /// it has one, else after the handshake this starts.
+    Handshake(
+        PublicKey,
+        oneshot::Sender<Result<oneshot::Receiver<()>, Error>>,
+    ),
+    DialTcp(
+        SocketAddrV4,
+        oneshot::Sender<Result<DuplexStream, DriverError>>,
+    ),
+    DialUdp(
+        SocketAddrV4,
+        oneshot::Sender<Result<(FlowId, mpsc::Receiver<Chunk>), Error>>,
+    ),
+    Stats(oneshot::Sender<Snapshot>),
+    SetRelay(RelayConfig, oneshot::Sender<()>),
+    SetAddresses(Vec<Ipv4Addr>, oneshot::Sender<()>),
+    /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
+    Data(FlowId, Bytes),
+    /// The real side finished sending.
+    Eof(FlowId),
+    /// The real side failed; reset the flow.
+    Abort(FlowId),
+    /// A flow's writer took a chunk: there may be room for more.
+    Resume(FlowId),
+    /// Serve side: the real target answered.
+    TargetConnected(FlowId),
+}
+
+/// What the node task hands a flow's writer.
+pub(super) enum Chunk {
+    Data(Bytes),
+    Fin,
+}

@@ -1,0 +1,33 @@
+//! The IO side of the data plane: everything that touches tokio, the sockets or the TUN
+//! device. The protocol itself is [`crate::Node`], which does no IO; this folder only moves
+//! bytes between it and the world.
+//!
+//! - `handle`: [`Netstack`], the public handle a program holds, and its calls.
+//! - `command`: the messages the handle and the flow tasks send the node task.
+//! - `node_task`: the one task that owns a node, its UDP socket and its TUN device.
+//! - `flow_task`: small per-flow tasks that bridge flows to real sockets or to the
+//!   caller's streams; they never touch the node, only send it commands.
+//! - [`batch`]: UDP in batches (GSO sends, GRO and recvmmsg receives) through quinn-udp.
+//! - `tun`: the TUN device with the kernel's TCP offloads, through tun-rs.
+//! - `spin`: polling for a moment after a quiet wake-up instead of sleeping.
+//!
+//! Every queue between a socket and the stack is bounded, and a slow reader slows its
+//! sender through TCP's window. Imports point one way: this folder uses the core, the
+//! core never uses this folder.
+
+pub mod batch;
+mod command;
+mod flow_task;
+mod handle;
+mod node_task;
+mod spin;
+mod tun;
+
+pub use handle::{DriverError, Netstack, Snapshot, TunnelDatagram};
+
+/// The wall clock in Unix milliseconds, which the node's relay binds carry.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
