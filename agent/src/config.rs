@@ -7,8 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use base64::Engine;
 use connect_api::Route;
+use connect_netstack::{PublicKey, StaticSecret};
 use serde::{Deserialize, Serialize};
+
+use crate::error::Fail;
 
 /// The documented settings of `config.toml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -26,7 +30,7 @@ pub struct Config {
 }
 
 /// A share made on this machine: the code and the routes it serves are only here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LocalShare {
     pub code: String,
     pub lookup: String,
@@ -45,6 +49,19 @@ pub struct LocalShare {
     pub ssh: Option<LocalSsh>,
 }
 
+/// Everything but the code, which is a secret.
+impl std::fmt::Debug for LocalShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalShare")
+            .field("lookup", &self.lookup)
+            .field("name", &self.name)
+            .field("machine_ip", &self.machine_ip)
+            .field("routes", &self.routes)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A share's SSH key as this machine installed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LocalSsh {
@@ -54,6 +71,12 @@ pub struct LocalSsh {
     pub marker: String,
     #[serde(default)]
     pub once: bool,
+}
+
+/// This agent's WireGuard key pair; the private half never leaves the machine.
+pub struct Keys {
+    pub secret: StaticSecret,
+    pub public: PublicKey,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +140,26 @@ impl Paths {
     pub fn save(&self, config: &Config) -> anyhow::Result<()> {
         let text = toml::to_string(config).context("cannot encode the config")?;
         write_private(&self.config, text.as_bytes())
+    }
+
+    /// This agent's WireGuard key pair, or "Agent not configured".
+    pub fn keys(&self) -> anyhow::Result<Keys> {
+        let text = std::fs::read_to_string(self.key()).map_err(|_| Fail::NotConfigured)?;
+        let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{} is not a WireGuard private key", self.key().display()))?;
+        let secret = StaticSecret::from(bytes);
+        Ok(Keys {
+            public: PublicKey::from(&secret),
+            secret,
+        })
+    }
+
+    pub fn save_key(&self, secret: &StaticSecret) -> anyhow::Result<()> {
+        let text = base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
+        write_private(&self.key(), text.as_bytes())
     }
 
     pub fn token_value(&self) -> Option<String> {

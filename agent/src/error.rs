@@ -16,6 +16,12 @@ pub enum Fail {
     Hub(String),
     #[error("{0}")]
     Usage(String),
+    /// A local file or program failed; `what` says what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("The hub sent a key that the share code does not vouch for; refusing to connect")]
     ForgedSharer,
     #[error("The agent is not running")]
@@ -27,6 +33,11 @@ pub enum Fail {
 }
 
 impl Fail {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Fail {
+        let what = what.into();
+        move |source| Fail::Io { what, source }
+    }
+
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Fail::NotConfigured => Some("Run: connect up --auth-key KEY (once), then try again."),
@@ -40,7 +51,7 @@ impl Fail {
                 Some("Ask your teammate for the password they gave `connect share --ssh`.")
             }
             Fail::NoSsh => Some("Ask your teammate to share with: connect share --ssh"),
-            Fail::Hub(_) | Fail::Usage(_) | Fail::ForgedSharer => None,
+            Fail::Hub(_) | Fail::Usage(_) | Fail::Io { .. } | Fail::ForgedSharer => None,
         }
     }
 }

@@ -55,33 +55,38 @@ impl Hub {
         request
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Sends a request; a failed one comes back as what the hub said of it.
+    async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
+    ) -> Result<reqwest::Response, Refusal> {
         let response = request
             .timeout(Duration::from_secs(15))
             .send()
             .await
-            .map_err(|_| Fail::HubUnreachable(self.base.clone()))?;
+            .map_err(|_| Refusal::Fail(Fail::HubUnreachable(self.base.clone())))?;
         let status = response.status();
         if status.is_success() {
-            return response.json::<T>().await.map_err(|err| {
-                Fail::Hub(format!(
-                    "The hub sent an answer this agent does not understand: {err}"
-                ))
-                .into()
-            });
+            return Ok(response);
         }
-        let body: Option<ErrorBody> = response.json().await.ok();
-        let message =
-            body.map_or_else(|| format!("The hub answered {status}"), |b| b.error.message);
-        Err(match status.as_u16() {
-            401 => Fail::NotConfigured,
-            404 if message.contains("share") => Fail::ShareNotFound,
-            _ => Fail::Hub(capitalize(&message)),
-        }
-        .into())
+        Err(match response.json::<ErrorBody>().await {
+            Ok(body) => Refusal::Api(body.error),
+            Err(_) if status.as_u16() == 401 => Refusal::Fail(Fail::NotConfigured),
+            Err(_) => Refusal::Fail(Fail::Hub(format!("The hub answered {status}"))),
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = self.exchange(request).await.map_err(Refusal::into_fail)?;
+        response.json::<T>().await.map_err(|err| {
+            Fail::Hub(format!(
+                "The hub sent an answer this agent does not understand: {err}"
+            ))
+            .into()
+        })
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -115,17 +120,15 @@ impl Hub {
 
     pub async fn remove_service(&self, name: &str) -> anyhow::Result<()> {
         let path = routes::SERVICE.replace("{name}", name);
-        let response = self
-            .request(reqwest::Method::DELETE, &path)
-            .timeout(Duration::from_secs(15))
-            .send()
+        match self
+            .exchange(self.request(reqwest::Method::DELETE, &path))
             .await
-            .map_err(|_| Fail::HubUnreachable(self.base.clone()))?;
-        match response.status().as_u16() {
-            200..=299 => Ok(()),
-            401 => Err(Fail::NotConfigured.into()),
-            404 => Err(Fail::Usage(format!("No exposed service named {name}")).into()),
-            status => Err(Fail::Hub(format!("The hub answered {status}")).into()),
+        {
+            Ok(_) => Ok(()),
+            Err(Refusal::Api(detail)) if detail.code == ErrorCode::ServiceNotFound => {
+                Err(Fail::Usage(format!("No exposed service named {name}")).into())
+            }
+            Err(refusal) => Err(refusal.into_fail().into()),
         }
     }
 
@@ -147,10 +150,6 @@ impl Hub {
             &routes::SHARE_REVOKE.replace("{lookup}", lookup),
         ))
         .await
-        .map_err(|err| match err.downcast_ref::<Fail>() {
-            Some(Fail::Hub(message)) if message.contains("ended") => Fail::ShareNotFound.into(),
-            _ => err,
-        })
     }
 
     pub async fn join(&self, request: &JoinRequest) -> anyhow::Result<JoinResponse> {
@@ -188,6 +187,50 @@ impl Hub {
                 let event = event.ok()?;
                 serde_json::from_str::<StreamEvent>(&event.data).ok()
             }))
+    }
+}
+
+/// Resolves `HOST:PORT` the way the hub advertised its relay.
+pub async fn resolve_relay(addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context as _;
+    tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("cannot resolve the hub relay {addr}"))
+}
+
+/// A request the hub did not carry out: its own error body, or a failure already in the
+/// user's words.
+enum Refusal {
+    Api(ErrorDetail),
+    Fail(Fail),
+}
+
+impl Refusal {
+    /// Decided by `error.code`; the message is shown only when no code has a line of
+    /// its own.
+    fn into_fail(self) -> Fail {
+        let detail = match self {
+            Refusal::Fail(fail) => return fail,
+            Refusal::Api(detail) => detail,
+        };
+        match detail.code {
+            ErrorCode::Unauthorized => Fail::NotConfigured,
+            ErrorCode::ShareNotFound | ErrorCode::ShareEnded => Fail::ShareNotFound,
+            ErrorCode::NoSsh => Fail::NoSsh,
+            ErrorCode::Forbidden
+            | ErrorCode::NotFound
+            | ErrorCode::ServiceNotFound
+            | ErrorCode::InvalidRequest
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::Conflict
+            | ErrorCode::Gone
+            | ErrorCode::Unavailable
+            | ErrorCode::TooLarge
+            | ErrorCode::Internal
+            | ErrorCode::Error => Fail::Hub(capitalize(&detail.message)),
+        }
     }
 }
 

@@ -1,19 +1,22 @@
 //! `connect`, the agent and CLI: register and run the agent (`up`), expose services,
 //! make share codes, and join a teammate's share over WireGuard (TUN or user space).
 //!
-//! `main` only parses and reports: each subcommand lives in `commands/`, talks to the hub
-//! through `hub.rs` and to the data plane through `connect-netstack`.
+//! `main` only parses and reports. Layers point down only: `cli` → `commands/` (one module
+//! per subcommand) → `runtime/` (the running agent and its control socket) → `hub.rs` (the
+//! hub's API), `config.rs`/`context.rs` (files and settings), and `connect-netstack`.
 
 mod cli;
 mod code;
 mod commands;
 mod config;
-mod daemon;
+mod context;
 mod error;
 mod hub;
 mod output;
+mod runtime;
 mod socks;
 mod ssh;
+mod target;
 mod tun;
 mod udp_flow;
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use connect_api::{ErrorBody, ErrorDetail};
+use connect_api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::store::StoreError;
 
@@ -15,6 +15,14 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("share code not found, expired or revoked")]
+    ShareNotFound,
+    #[error("share already ended")]
+    ShareEnded,
+    #[error("no service with this name")]
+    ServiceNotFound,
+    #[error("SSH is not offered here (the sharer did not use --ssh)")]
+    NoSsh,
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -30,21 +38,29 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+    fn parts(&self) -> (StatusCode, ErrorCode, Option<&'static str>) {
         match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 Some("run `connect up` to register this agent"),
             ),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
-            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
-            ApiError::Gone(_) => (StatusCode::GONE, "gone", None),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound, None),
+            ApiError::ShareNotFound => (StatusCode::NOT_FOUND, ErrorCode::ShareNotFound, None),
+            ApiError::ShareEnded => (StatusCode::GONE, ErrorCode::ShareEnded, None),
+            ApiError::ServiceNotFound => (StatusCode::NOT_FOUND, ErrorCode::ServiceNotFound, None),
+            ApiError::NoSsh => (StatusCode::NOT_FOUND, ErrorCode::NoSsh, None),
+            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorCode::Conflict, None),
+            ApiError::Gone(_) => (StatusCode::GONE, ErrorCode::Gone, None),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                None,
+            ),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None),
         }
     }
 }
@@ -58,7 +74,7 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: code.to_owned(),
+                code,
                 message: self.to_string(),
                 hint: hint.map(str::to_owned),
             },
@@ -71,15 +87,15 @@ impl IntoResponse for ApiError {
 /// one error shape, so clients parse a single format.
 pub fn error_body(status: StatusCode, message: String) -> Response {
     let code = match status {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
         | StatusCode::BAD_REQUEST
-        | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        _ if status.is_server_error() => "internal",
-        _ => "error",
+        | StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidRequest,
+        _ if status.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Error,
     };
     let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
         StatusCode::BAD_REQUEST
@@ -88,7 +104,7 @@ pub fn error_body(status: StatusCode, message: String) -> Response {
     };
     let body = ErrorBody {
         error: ErrorDetail {
-            code: code.to_owned(),
+            code,
             message,
             hint: None,
         },

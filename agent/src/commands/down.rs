@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::{Context, control};
+use crate::context::Context;
 use crate::output;
+use crate::runtime::control;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     control::ask(&ctx.paths.socket(), "down").await?;

@@ -18,10 +18,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::Context;
 use crate::cli::JoinArgs;
 use crate::code::{Role, ShareCode};
-use crate::daemon::resolve;
+use crate::context::Context;
 use crate::error::Fail;
 use crate::hub::Hub;
 use crate::output;
@@ -121,7 +120,7 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         }
     };
     net.set_relay(RelayConfig {
-        addr: resolve(&joined.relay).await?,
+        addr: crate::hub::resolve_relay(&joined.relay).await?,
         slot: guest.relay_id,
         key: relay::relay_key(&guest.token.0),
         direct: crate::config::direct_paths(),

@@ -1,36 +1,19 @@
-//! One module per subcommand, and what they share: where the files are, which hub, and
-//! whether this machine has registered.
+//! One module per subcommand. Commands use the runtime layer (`crate::runtime`) and the
+//! layers under it; nothing below imports a command.
 
-pub(crate) mod control;
 mod down;
-pub(crate) mod expose;
+mod expose;
 mod join;
 mod share;
 pub(crate) mod ssh_once;
 mod status;
-pub(crate) mod up;
+mod up;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, DEFAULT_HUB, Paths};
-use crate::error::Fail;
-use crate::hub::Hub;
-
-pub struct Context {
-    pub paths: Paths,
-    pub config: Config,
-    pub hub_url: String,
-    pub json: bool,
-}
-
-impl Context {
-    /// The hub with this agent's token, or "Agent not configured".
-    pub fn agent_hub(&self) -> anyhow::Result<Hub> {
-        let token = self.paths.token_value().ok_or(Fail::NotConfigured)?;
-        Hub::new(&self.hub_url, Some(token))
-    }
-}
+use crate::config::{DEFAULT_HUB, Paths};
+use crate::context::Context;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // sshd runs this as the target account, which may have no connect config at all.

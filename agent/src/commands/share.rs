@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use connect_api::{CreateShareRequest, Protocol, Route, Share, ShareState, SshOffer};
 use serde_json::json;
 
-use super::Context;
 use crate::cli::ShareArgs;
 use crate::code::{Role, ShareCode};
 use crate::config::{LocalShare, LocalSsh};
+use crate::context::Context;
 use crate::error::Fail;
 use crate::output;
 use crate::ssh::authorized_keys::AuthorizedKeys;
@@ -116,7 +116,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let key = super::up::load_key(&ctx.paths)?;
+    let key = ctx.paths.keys()?;
     let code = ShareCode::generate();
     let ssh = if args.ssh {
         Some(prepare_ssh(&args, &code)?)
@@ -138,8 +138,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     // comes out again if the hub refuses the share.
     let installed = ssh.as_ref().map(|s| (&s.file, &s.local));
     if let Some((file, local)) = installed {
-        file.add(&local.line, &local.marker)
-            .map_err(|err| Fail::Usage(err.to_string()))?;
+        file.add(&local.line, &local.marker)?;
     }
     let share = match hub.create_share(&request).await {
         Ok(share) => share,
@@ -166,7 +165,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     });
     ctx.paths.save_local_shares(&local)?;
     // A running agent serves the new share's address and public URL at once.
-    let _ = super::control::ask(&ctx.paths.socket(), "reload").await;
+    let _ = crate::runtime::control::ask(&ctx.paths.socket(), "reload").await;
     if ctx.json {
         output::json(&json!({
             "code": code.to_string(),
@@ -243,8 +242,7 @@ struct PreparedSsh {
 }
 
 fn prepare_ssh(args: &ShareArgs, code: &ShareCode) -> anyhow::Result<PreparedSsh> {
-    let file =
-        AuthorizedKeys::of(args.ssh_user.as_deref()).map_err(|err| Fail::Usage(err.to_string()))?;
+    let file = AuthorizedKeys::of(args.ssh_user.as_deref())?;
     if file.holds_vagrant_insecure_key() {
         eprintln!(
             "[!] {} still accepts Vagrant's well-known insecure key: anyone who reaches this machine can log in as {}.",
@@ -254,7 +252,7 @@ fn prepare_ssh(args: &ShareArgs, code: &ShareCode) -> anyhow::Result<PreparedSsh
         eprintln!("    Remove it: {}", file.vagrant_removal_hint());
     }
     let password = password::new_password(args.ssh_password_file.as_deref())?;
-    let key = keypair::generate(&password).map_err(|err| Fail::Usage(err.to_string()))?;
+    let key = keypair::generate(&password)?;
     let marker = ssh::marker(&code.lookup());
     let line = if args.ssh_once {
         let exe = std::env::current_exe()?;

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::{Context, control};
+use crate::context::Context;
 use crate::error::Fail;
 use crate::output;
+use crate::runtime::control;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let status = match control::ask(&ctx.paths.socket(), "status").await {

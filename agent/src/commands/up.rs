@@ -3,35 +3,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use base64::Engine;
 use connect_api::{RegisterRequest, WireKey};
 use connect_netstack::{PublicKey, StaticSecret};
 
-use super::Context;
-use crate::config::{Paths, write_private};
-use crate::error::Fail;
+use crate::config::write_private;
+use crate::context::Context;
 use crate::hub::Hub;
-
-pub struct Keys {
-    pub secret: StaticSecret,
-    pub public: PublicKey,
-}
-
-/// This agent's WireGuard key pair, or "Agent not configured".
-pub fn load_key(paths: &Paths) -> anyhow::Result<Keys> {
-    let text = std::fs::read_to_string(paths.key()).map_err(|_| Fail::NotConfigured)?;
-    let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not a WireGuard private key", paths.key().display()))?;
-    let secret = StaticSecret::from(bytes);
-    Ok(Keys {
-        public: PublicKey::from(&secret),
-        secret,
-    })
-}
 
 pub async fn run(
     mut ctx: Context,
@@ -53,12 +30,7 @@ pub async fn run(
                 guest: false,
             })
             .await?;
-        write_private(
-            &ctx.paths.key(),
-            base64::engine::general_purpose::STANDARD
-                .encode(secret.to_bytes())
-                .as_bytes(),
-        )?;
+        ctx.paths.save_key(&secret)?;
         write_private(&ctx.paths.token(), registered.token.0.as_bytes())?;
         ctx.config.hub = Some(ctx.hub_url.clone());
         ctx.config.name = Some(name.clone());
@@ -68,5 +40,5 @@ pub async fn run(
             println!("[ok] Registered as {name} with {}", ctx.hub_url);
         }
     }
-    crate::daemon::run(ctx).await
+    crate::runtime::run(ctx).await
 }

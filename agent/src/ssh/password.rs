@@ -15,12 +15,10 @@ pub const ENV: &str = "CONNECT_SSH_PASSWORD";
 pub fn new_password(file: Option<&Path>) -> Result<Zeroizing<String>, Fail> {
     let password = match file {
         Some(path) => {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|err| {
-                Fail::Usage(format!(
-                    "cannot read --ssh-password-file {}: {err}",
-                    path.display()
-                ))
-            })?);
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(Fail::io(format!(
+                "cannot read --ssh-password-file {}",
+                path.display()
+            )))?);
             Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())
         }
         None => {

@@ -22,11 +22,7 @@ pub async fn run(
     let dir = tempfile::Builder::new()
         .prefix("connect-ssh-")
         .tempdir()
-        .map_err(|err| {
-            Fail::Usage(format!(
-                "cannot make a private directory for the key: {err}"
-            ))
-        })?;
+        .map_err(Fail::io("cannot make a private directory for the key"))?;
     let key_path = dir.path().join("id_ed25519");
     std::fs::OpenOptions::new()
         .write(true)
@@ -34,7 +30,7 @@ pub async fn run(
         .mode(0o600)
         .open(&key_path)
         .and_then(|mut file| file.write_all(key.as_bytes()))
-        .map_err(|err| Fail::Usage(format!("cannot write the key file: {err}")))?;
+        .map_err(Fail::io("cannot write the key file"))?;
     let mut command = std::process::Command::new("ssh");
     command
         .arg("-i")
@@ -56,11 +52,7 @@ pub async fn run(
     let status = tokio::task::spawn_blocking(move || command.status()).await?;
     drop(interrupt);
     drop(dir);
-    let status = status.map_err(|err| {
-        Fail::Usage(format!(
-            "cannot run ssh ({err}); install the OpenSSH client"
-        ))
-    })?;
+    let status = status.map_err(Fail::io("cannot run ssh (install the OpenSSH client)"))?;
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,

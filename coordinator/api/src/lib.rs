@@ -128,6 +128,32 @@ impl fmt::Display for ShareState {
     }
 }
 
+/// What went wrong, in `error.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    /// The share code is unknown, or its share expired or was revoked.
+    ShareNotFound,
+    /// The share exists but has already ended (revoking it twice).
+    ShareEnded,
+    ServiceNotFound,
+    /// The share does not offer SSH.
+    NoSsh,
+    InvalidRequest,
+    MethodNotAllowed,
+    Conflict,
+    Gone,
+    Unavailable,
+    TooLarge,
+    Internal,
+    /// Any other failure, and any code this client does not know yet.
+    #[serde(other)]
+    Error,
+}
+
 /// The one error body of every failed request: `{"error": {"code", "message", "hint"?}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -136,8 +162,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `unauthorized`, `not_found`, `invalid_request`, …
-    pub code: String,
+    /// Stable and machine-readable: clients decide by it, never by the message.
+    pub code: ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,

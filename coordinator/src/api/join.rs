@@ -50,18 +50,14 @@ pub async fn join(
     let share = match state.store.share(&req.lookup).await? {
         Some(share) if share.state_at(now) == ShareState::Active => share,
         _ => {
-            return Err(ApiError::NotFound(
-                "share code not found, expired or revoked",
-            ));
+            return Err(ApiError::ShareNotFound);
         }
     };
     let sharer = state
         .store
         .agent(&share.agent_id)
         .await?
-        .ok_or(ApiError::NotFound(
-            "share code not found, expired or revoked",
-        ))?;
+        .ok_or(ApiError::ShareNotFound)?;
     let sharer_key = WireKey::from_base64(&sharer.public_key).ok_or_else(|| {
         ApiError::Internal(crate::store::StoreError::Corrupt("sharer key".into()))
     })?;

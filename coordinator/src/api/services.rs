@@ -40,7 +40,7 @@ pub async fn remove(
     if state.store.delete_service(&agent.id, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound("no service with this name"))
+        Err(ApiError::ServiceNotFound)
     }
 }
 

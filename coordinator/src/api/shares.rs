@@ -225,9 +225,7 @@ pub async fn list(
 async fn own_share(state: &AppState, agent_id: &str, lookup: &str) -> Result<ShareRow, ApiError> {
     match state.store.share(lookup).await? {
         Some(row) if row.agent_id == agent_id => Ok(row),
-        _ => Err(ApiError::NotFound(
-            "share code not found, expired or revoked",
-        )),
+        _ => Err(ApiError::ShareNotFound),
     }
 }
 
@@ -259,7 +257,7 @@ pub async fn revoke(
 ) -> Result<Json<Share>, ApiError> {
     let row = own_share(&state, &agent.id, &lookup).await?;
     if row.state_at(state.now_ms()) != ShareState::Active {
-        return Err(ApiError::Gone("share already ended"));
+        return Err(ApiError::ShareEnded);
     }
     lifecycle::end_share(&state, &lookup, ShareState::Revoked).await?;
     let row = own_share(&state, &agent.id, &lookup).await?;

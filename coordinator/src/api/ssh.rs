@@ -49,10 +49,9 @@ pub async fn key(
     Agent(agent): Agent,
     Path(lookup): Path<String>,
 ) -> Result<Json<SshKey>, ApiError> {
-    const UNKNOWN: &str = "share code not found, expired or revoked";
     let share = match state.store.share(&lookup).await? {
         Some(share) if share.state_at(state.now_ms()) == ShareState::Active => share,
-        _ => return Err(ApiError::NotFound(UNKNOWN)),
+        _ => return Err(ApiError::ShareNotFound),
     };
     let joined = state
         .store
@@ -66,9 +65,7 @@ pub async fn key(
         ));
     }
     let Some(user) = share.ssh_user else {
-        return Err(ApiError::NotFound(
-            "SSH is not offered here (the sharer did not use --ssh)",
-        ));
+        return Err(ApiError::NoSsh);
     };
     match state.store.take_ssh_key(&lookup).await? {
         Some(encrypted_key) => {

@@ -1,0 +1,286 @@
+//! The running agent's state: which joiners are WireGuard peers, the hub's own peer for
+//! public URLs, and what `status` reports.
+//!
+//! The sharer decides: a joiner is added only if the share code (kept on this machine)
+//! vouches for its key, only with an address inside the share's block, and only with the
+//! routes this machine snapshotted when it made the share. Nothing the hub sends widens it.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use connect_api::{HubPeer, JoinedPeer, StreamEvent};
+use connect_netstack::io::Netstack;
+use connect_netstack::{Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, Route, Target, relay};
+use serde_json::json;
+
+use super::policy::policy_of;
+use super::shares::ShareBook;
+use crate::code::{Role, ShareCode};
+use crate::config::LocalShare;
+use crate::output;
+
+/// WireGuard keepalive towards joiners: keeps the relay's and NATs' mappings warm.
+const KEEPALIVE_SECS: u16 = 25;
+
+/// A joiner as this agent knows it.
+struct Joiner {
+    lookup: String,
+    agent: String,
+}
+
+pub(super) struct Agent<'a> {
+    net: &'a Netstack,
+    /// Print what happens (not under `--json`).
+    chatty: bool,
+    shares: ShareBook,
+    joiners: HashMap<[u8; 32], Joiner>,
+    pub(super) hub_connected: bool,
+    /// The hub's own peer, which fetches this machine's public HTTP shares.
+    hub_peer: Option<HubPeer>,
+    /// The hub addresses it is configured with, one per public share.
+    hub_nets: Vec<Ipv4Net>,
+}
+
+impl<'a> Agent<'a> {
+    pub(super) fn new(
+        net: &'a Netstack,
+        shares: ShareBook,
+        hub_peer: Option<HubPeer>,
+        chatty: bool,
+    ) -> Self {
+        Self {
+            net,
+            chatty,
+            shares,
+            joiners: HashMap::new(),
+            hub_connected: false,
+            hub_peer,
+            hub_nets: Vec::new(),
+        }
+    }
+
+    pub(super) fn shares(&self) -> &[LocalShare] {
+        self.shares.all()
+    }
+
+    pub(super) async fn apply(&mut self, event: StreamEvent) {
+        match event {
+            StreamEvent::Snapshot { peers } => {
+                let keep: Vec<[u8; 32]> = peers.iter().map(|p| p.public_key.0).collect();
+                let stale: Vec<[u8; 32]> = self
+                    .joiners
+                    .keys()
+                    .filter(|key| !keep.contains(key))
+                    .copied()
+                    .collect();
+                for key in stale {
+                    self.remove(key).await;
+                }
+                for peer in peers {
+                    if !self.joiners.contains_key(&peer.public_key.0) {
+                        self.add(peer).await;
+                    }
+                }
+            }
+            StreamEvent::PeerJoined { peer } => {
+                self.remove(peer.public_key.0).await;
+                self.add(peer).await;
+            }
+            StreamEvent::ShareCreated { .. } => self.reload_shares().await,
+            StreamEvent::ShareEnded { lookup, state } => {
+                let gone: Vec<[u8; 32]> = self
+                    .joiners
+                    .iter()
+                    .filter(|(_, j)| j.lookup == lookup)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in gone {
+                    self.remove(key).await;
+                }
+                if let Some(ended) = self.shares.end(&lookup) {
+                    crate::ssh::uninstall(&ended);
+                    let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+                    tracing::info!(%state, "share ended; its joiners are cut off");
+                }
+                self.sync_hub().await;
+            }
+        }
+    }
+
+    /// Serves the addresses and public URLs of the shares in this machine's share file,
+    /// read again: `connect share` wrote a new one.
+    pub(super) async fn reload_shares(&mut self) {
+        self.shares.reload();
+        let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+        self.sync_hub().await;
+    }
+
+    /// Lets the hub reach exactly the HTTP ports of this machine's live public shares, from
+    /// its `.1` address in each share's block; no public share, no hub peer.
+    pub(super) async fn sync_hub(&mut self) {
+        let Some(hub) = self.hub_peer else {
+            return;
+        };
+        let shares: Vec<&LocalShare> = self
+            .shares
+            .live()
+            .filter(|s| s.http_port.is_some())
+            .collect();
+        let nets: Vec<Ipv4Net> = shares
+            .iter()
+            .filter_map(|s| {
+                let [a, b, c, _] = s.machine_ip.octets();
+                Ipv4Net::new(Ipv4Addr::new(a, b, c, 1), 32).ok()
+            })
+            .collect();
+        if nets == self.hub_nets {
+            return;
+        }
+        let key = PublicKey::from(hub.public_key.0);
+        let _ = self.net.remove_peer(key).await;
+        self.hub_nets = nets.clone();
+        if nets.is_empty() {
+            return;
+        }
+        let policy = hub_policy(&shares);
+        let config = PeerConfig {
+            public_key: key,
+            allowed_ips: nets,
+            endpoint: Some(relay::synthetic_endpoint(hub.relay_id)),
+            persistent_keepalive: Some(KEEPALIVE_SECS),
+            policy,
+        };
+        if let Err(err) = self.net.add_peer(config).await {
+            tracing::warn!(%err, "cannot add the hub's peer for public URLs");
+        }
+    }
+
+    async fn remove(&mut self, key: [u8; 32]) {
+        if self.joiners.remove(&key).is_some() {
+            let _ = self.net.remove_peer(PublicKey::from(key)).await;
+        }
+    }
+
+    async fn add(&mut self, peer: JoinedPeer) {
+        let Some(share) = self.shares.find(&peer.lookup) else {
+            tracing::warn!(agent = %peer.agent, "a join for a share this machine did not make; ignored");
+            return;
+        };
+        let Some(code) = ShareCode::parse(&share.code) else {
+            return;
+        };
+        if !code.verify(Role::Joiner, &peer.public_key.0, &peer.key_mac) {
+            tracing::warn!(agent = %peer.agent, "refusing a joiner the share code does not vouch for");
+            eprintln!(
+                "[!] Refused a joiner ({}) whose key the share code does not vouch for.",
+                peer.agent
+            );
+            return;
+        }
+        let block = Ipv4Net::new(share.machine_ip, 24).map(|n| n.trunc()).ok();
+        if peer.allowed_ip == share.machine_ip
+            || !block.is_some_and(|b| b.contains(&peer.allowed_ip))
+        {
+            tracing::warn!(ip = %peer.allowed_ip, "refusing a joiner address outside the share");
+            return;
+        }
+        let config = PeerConfig {
+            public_key: PublicKey::from(peer.public_key.0),
+            allowed_ips: Ipv4Net::new(peer.allowed_ip, 32).into_iter().collect(),
+            endpoint: Some(relay::synthetic_endpoint(peer.relay_id)),
+            persistent_keepalive: Some(KEEPALIVE_SECS),
+            policy: policy_of(share),
+        };
+        let key = config.public_key;
+        let name = share.name.clone();
+        let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+        match self.net.add_peer(config).await {
+            Ok(()) => {
+                // Start the handshake from this side too: the joiner's first initiation
+                // may have arrived before this peer existed, and its own retry would
+                // come only after WireGuard's 5 s rekey timeout.
+                let _ = self.net.connect_peer(key).await;
+                if self.chatty {
+                    println!(
+                        "==> connect: {} joined {name} ({})",
+                        peer.agent, peer.allowed_ip
+                    );
+                }
+                self.joiners.insert(
+                    peer.public_key.0,
+                    Joiner {
+                        lookup: peer.lookup,
+                        agent: peer.agent,
+                    },
+                );
+            }
+            Err(err) => tracing::warn!(%err, "cannot add joiner"),
+        }
+    }
+
+    /// The contract's `status` shape; a relayed peer's endpoint is the relay it goes via.
+    pub(super) async fn status(
+        &self,
+        name: &str,
+        hub: &str,
+        relay: SocketAddr,
+    ) -> serde_json::Value {
+        let snapshot = self.net.stats().await.ok();
+        let now = time::OffsetDateTime::now_utc();
+        let peers: Vec<_> = snapshot
+            .as_ref()
+            .map(|s| s.peers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|peer| {
+                let is_hub = self.hub_peer.is_some_and(|h| h.public_key.0 == peer.public_key.to_bytes());
+                let agent = self
+                    .joiners
+                    .get(&peer.public_key.to_bytes())
+                    .map_or(if is_hub { "hub (public URLs)" } else { "unknown" }, |j| j.agent.as_str());
+                let relayed = peer.endpoint.and_then(relay::slot_of).is_some();
+                json!({
+                    "agent": agent,
+                    "path": if relayed { "relayed" } else { "direct" },
+                    "endpoint": if relayed { Some(relay.to_string()) } else { peer.endpoint.map(|e| e.to_string()) },
+                    "rx_bytes": peer.rx_bytes,
+                    "tx_bytes": peer.tx_bytes,
+                    "last_handshake": peer.last_handshake.map(|ago| output::rfc3339(now - ago)),
+                })
+            })
+            .collect();
+        json!({
+            "agent": name,
+            "hub": hub,
+            "up": true,
+            "hub_connected": self.hub_connected,
+            "shares": self.shares.live().map(|s| json!({"name": s.name, "machine_ip": s.machine_ip})).collect::<Vec<_>>(),
+            "peers": peers,
+        })
+    }
+}
+
+/// The hub's peer may reach each live public share's HTTP port and nothing else.
+fn hub_policy(shares: &[&LocalShare]) -> Policy {
+    let mut policy = Policy::default();
+    for share in shares {
+        let Some(port) = share.http_port else {
+            continue;
+        };
+        let full = policy_of(share);
+        if let Some(route) = full
+            .routes
+            .into_iter()
+            .find(|r| r.protocol == Protocol::Tcp && r.port == port)
+        {
+            policy.routes.push(route);
+        } else if let Some(host) = full.all_ports {
+            policy.routes.push(Route {
+                protocol: Protocol::Tcp,
+                port,
+                target: Target::new(host, port),
+            });
+        }
+    }
+    policy
+}

@@ -1,0 +1,162 @@
+//! The runtime layer: the running agent (`connect up`) and what commands share with it.
+//!
+//! `run` holds the hub's event stream (`stream`), turns joins into WireGuard peers limited
+//! to each share's own snapshot of routes (`agent`, `policy`), keeps this machine's shares
+//! in memory (`shares`), and answers `status`, `reload` and `down` on the control socket
+//! (`control`). It stops on Ctrl-C, SIGTERM or `connect down`.
+//!
+//! Layers point down only: `commands` → `runtime` → hub client, config, netstack.
+
+mod agent;
+pub mod control;
+mod policy;
+mod shares;
+mod stream;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use connect_netstack::io::Netstack;
+use connect_netstack::{NodeConfig, RelayConfig, relay};
+use serde_json::json;
+use tokio::net::{UdpSocket, UnixListener};
+use tokio::sync::mpsc;
+
+use crate::config::LocalShare;
+use crate::context::Context;
+use crate::hub::{self, Hub};
+use crate::output;
+use agent::Agent;
+use control::Request;
+use shares::ShareBook;
+use stream::Input;
+
+/// What the running agent was started with.
+struct Started {
+    hub: Hub,
+    name: String,
+    relay: RelayConfig,
+    control: UnixListener,
+}
+
+pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
+    let hub = ctx.agent_hub()?;
+    let token = ctx.paths.token_value().unwrap_or_default();
+    let keys = ctx.paths.keys()?;
+    let me = hub.me().await?;
+    let book = ShareBook::load(&ctx.paths)?;
+    let socket = UdpSocket::bind("0.0.0.0:0")
+        .await
+        .context("cannot open a UDP socket")?;
+    let mut config = NodeConfig::new(keys.secret.clone());
+    config.addresses = book.live_addresses();
+    let net = Netstack::spawn(config, socket).context("cannot start the tunnel")?;
+    let relay = RelayConfig {
+        addr: hub::resolve_relay(&me.relay).await?,
+        slot: me.relay_id,
+        key: relay::relay_key(&token),
+        direct: crate::config::direct_paths(),
+    };
+    net.set_relay(relay.clone()).await?;
+    let control = control::listen(&ctx.paths.socket()).await?;
+    let started = Started {
+        hub,
+        name: me.name,
+        relay,
+        control,
+    };
+    if ctx.json {
+        output::json(&json!({"agent": started.name, "hub": started.hub.url(), "up": true}));
+    } else {
+        println!(
+            "==> connect: Agent {} is up (hub {}).",
+            started.name,
+            started.hub.url()
+        );
+        println!("==> connect: Press Ctrl-C to stop.");
+    }
+    let mut agent = Agent::new(&net, book, me.hub_peer, !ctx.json);
+    agent.sync_hub().await;
+    sync_ssh_keys(agent.shares(), true);
+    let served = serve(&mut agent, &net, &started).await;
+    // Nobody can SSH in through a stopped agent; the keys go until it runs again.
+    sync_ssh_keys(agent.shares(), false);
+    let _ = std::fs::remove_file(ctx.paths.socket());
+    net.shutdown().await;
+    served?;
+    if !ctx.json {
+        println!("==> connect: Agent stopped.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's loop, until a signal or `connect down`.
+async fn serve(agent: &mut Agent<'_>, net: &Netstack, started: &Started) -> anyhow::Result<()> {
+    let (inputs, mut events) = mpsc::channel(256);
+    let stream_task = tokio::spawn(stream::hold(started.hub.clone(), inputs));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            input = events.recv() => match input {
+                Some(Input::Event(event)) => agent.apply(event).await,
+                Some(Input::Connected(up)) => {
+                    agent.hub_connected = up;
+                    // A restarted hub forgot our relay binding: bind again now rather
+                    // than at the next 15 s refresh.
+                    if up {
+                        let _ = net.set_relay(started.relay.clone()).await;
+                    }
+                }
+                None => break,
+            },
+            accepted = started.control.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let Some((request, reply)) = control::read(stream).await else { continue };
+                let stop = request == Request::Down;
+                reply.send(&answer(agent, started, request).await).await;
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    stream_task.abort();
+    Ok(())
+}
+
+async fn answer(agent: &mut Agent<'_>, started: &Started, request: Request) -> serde_json::Value {
+    match request {
+        Request::Status => {
+            agent
+                .status(&started.name, started.hub.url(), started.relay.addr)
+                .await
+        }
+        // `connect share` wrote a new share: serve its address and URL now.
+        Request::Reload => {
+            agent.reload_shares().await;
+            json!({"reloaded": true})
+        }
+        Request::Down => json!({"up": false}),
+        Request::Unknown(other) => json!({"error": format!("unknown request {other:?}")}),
+    }
+}
+
+/// Keys of live `--ssh` shares in `authorized_keys` while the agent runs (`running`),
+/// none otherwise. A `--ssh-once` key is never put back: it may have been used.
+fn sync_ssh_keys(shares: &[LocalShare], running: bool) {
+    let now = time::OffsetDateTime::now_utc();
+    for share in shares {
+        let Some(ssh) = &share.ssh else { continue };
+        if running && share.expires_at > now {
+            if !ssh.once
+                && let Err(err) = crate::ssh::install(share)
+            {
+                tracing::warn!(%err, share = %share.name, "cannot put the share's SSH key back");
+            }
+        } else {
+            crate::ssh::uninstall(share);
+        }
+    }
+}
