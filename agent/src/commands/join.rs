@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connect_api::{
-    JoinRequest, JoinResponse, Protocol as WireProtocol, RegisterRequest, StreamEvent, WireKey,
+    JoinRequest, JoinResponse, Protocol as WireProtocol, RegisterRequest, RegisterResponse,
+    StreamEvent, WireKey,
 };
 use connect_netstack::RelayConfig;
 use connect_netstack::io::Netstack;
@@ -17,6 +18,7 @@ use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, Stati
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
+use zeroize::Zeroizing;
 
 use crate::cli::JoinArgs;
 use crate::code::{Role, ShareCode};
@@ -40,10 +42,88 @@ struct Forward {
     address: SocketAddr,
 }
 
+/// A join the hub accepted and the code vouched for.
+struct Joined {
+    hub: Hub,
+    code: ShareCode,
+    secret: StaticSecret,
+    /// The guest identity's relay slot and token.
+    guest: RegisterResponse,
+    share: JoinResponse,
+}
+
+/// The hub's event stream.
+type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = StreamEvent>>>;
+
+/// The tunnel to the shared machine, and how local programs reach it.
+struct Tunnel {
+    /// Held, not read: the tunnel lives until this is dropped.
+    _net: Arc<Netstack>,
+    /// The TUN interface, or `None` in user space.
+    interface: Option<String>,
+    /// Why there is no TUN interface.
+    why: String,
+    forwards: Vec<Forward>,
+    socks: Option<SocketAddr>,
+}
+
 pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
-    let code = ShareCode::parse(&args.code).ok_or(Fail::ShareNotFound)?;
-    // A fresh guest identity per join: its own key and relay slot, so a join never
-    // disturbs an agent running on this machine.
+    let joined = enter(ctx, &args.code).await?;
+    // With --ssh, the key is fetched and opened before any tunnel: a wrong password
+    // fails at once.
+    let ssh = if args.ssh {
+        Some(open_ssh_key(&joined).await?)
+    } else {
+        None
+    };
+    if !ctx.json {
+        if ssh.is_some() {
+            eprintln!("==> connect: Connecting to: {}", joined.share.name);
+        } else {
+            println!("==> connect: Connecting to: {}", joined.share.name);
+        }
+    }
+    let tunnel = open_tunnel(&joined, &args).await?;
+    if let Some((user, key)) = ssh {
+        let address = ssh_address(&tunnel, &joined.share)?;
+        if ctx.json {
+            report(ctx, &joined.share, &tunnel);
+        } else {
+            eprintln!(
+                "==> connect: SSH to {user}@{} through the tunnel",
+                joined.share.machine_ip
+            );
+        }
+        return crate::ssh::session::run(&key, &user, address, &args.ssh_args).await;
+    }
+    // Listening to the hub before saying "ready", so a share ending right after is heard.
+    let events: Events = Box::pin(joined.hub.stream().await?);
+    report(ctx, &joined.share, &tunnel);
+    let ended = stay_joined(ctx, &joined, events).await?;
+    if ended.is_some() {
+        // The sharer resets our connections as it drops us; keep the interface up a
+        // moment so those resets reach the applications instead of a vanished device.
+        tokio::time::sleep(GOODBYE).await;
+    }
+    drop(tunnel);
+    match ended {
+        None => {
+            if !ctx.json {
+                println!("==> connect: Disconnected.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(state) => {
+            eprintln!("[x] The share was {state}; disconnected.");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Registers a fresh guest identity (its own key and relay slot, so a join never disturbs
+/// an agent running on this machine), joins, and checks the sharer's key against the code.
+async fn enter(ctx: &Context, code: &str) -> anyhow::Result<Joined> {
+    let code = ShareCode::parse(code).ok_or(Fail::ShareNotFound)?;
     let secret = StaticSecret::from(rand::random::<[u8; 32]>());
     let public = PublicKey::from(&secret);
     let name = match (&ctx.config.name, ctx.paths.token_value()) {
@@ -60,7 +140,7 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     let hub = hub.with_token(guest.token.0.clone());
-    let joined = hub
+    let share = hub
         .join(&JoinRequest {
             lookup: code.lookup(),
             key_mac: code.mac(Role::Joiner, public.as_bytes()),
@@ -68,40 +148,41 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         .await?;
     if !code.verify(
         Role::Sharer,
-        &joined.sharer_public_key.0,
-        &joined.sharer_key_mac,
+        &share.sharer_public_key.0,
+        &share.sharer_key_mac,
     ) {
         return Err(Fail::ForgedSharer.into());
     }
-    // With --ssh, the key is fetched and opened before any tunnel: a wrong password
-    // fails at once.
-    let ssh = if args.ssh {
-        let user = joined.ssh_user.clone().ok_or(Fail::NoSsh)?;
-        let sealed = hub.ssh_key(&code.lookup()).await?;
-        let password = crate::ssh::password::join_password()?;
-        let key = crate::ssh::keypair::decrypt(&sealed.encrypted_key, &password).map_err(
-            |err| match err {
-                crate::ssh::keypair::KeyError::WrongPassword => Fail::WrongSshPassword,
-                other @ (crate::ssh::keypair::KeyError::Format
-                | crate::ssh::keypair::KeyError::Generate(_)) => Fail::Hub(other.to_string()),
-            },
-        )?;
-        Some((user, key))
-    } else {
-        None
-    };
-    if !ctx.json {
-        if ssh.is_some() {
-            eprintln!("==> connect: Connecting to: {}", joined.name);
-        } else {
-            println!("==> connect: Connecting to: {}", joined.name);
-        }
-    }
+    Ok(Joined {
+        hub,
+        code,
+        secret,
+        guest,
+        share,
+    })
+}
 
+/// The share's SSH user and its private key, opened with the user's password.
+async fn open_ssh_key(joined: &Joined) -> anyhow::Result<(String, Zeroizing<String>)> {
+    use crate::ssh::keypair::{self, KeyError};
+    let user = joined.share.ssh_user.clone().ok_or(Fail::NoSsh)?;
+    let sealed = joined.hub.ssh_key(&joined.code.lookup()).await?;
+    let password = crate::ssh::password::join_password()?;
+    let key = keypair::decrypt(&sealed.encrypted_key, &password).map_err(|err| match err {
+        KeyError::WrongPassword => Fail::WrongSshPassword,
+        other @ (KeyError::Format | KeyError::Generate(_)) => Fail::Hub(other.to_string()),
+    })?;
+    Ok((user, key))
+}
+
+/// Brings the shared machine up: a TUN interface where the kernel allows one, else user
+/// space with local forwards and a SOCKS5 proxy; returns once WireGuard has a session.
+async fn open_tunnel(joined: &Joined, args: &JoinArgs) -> anyhow::Result<Tunnel> {
+    let share = &joined.share;
     let (tun, why) = if args.no_tun {
         (None, "--no-tun".to_owned())
     } else {
-        match crate::tun::create(joined.joiner_ip, joined.machine_ip, MTU) {
+        match crate::tun::create(share.joiner_ip, share.machine_ip, MTU) {
             Ok(tun) => (Some(tun), String::new()),
             Err(err) => (
                 None,
@@ -110,80 +191,96 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let socket = UdpSocket::bind("0.0.0.0:0").await?;
-    let mut config = NodeConfig::new(secret);
+    let mut config = NodeConfig::new(joined.secret.clone());
     let interface = tun.as_ref().map(|t| t.name.clone());
     let net = match tun {
         Some(tun) => Netstack::spawn_with_tun(config, socket, tun.device)?,
         None => {
-            config.addresses = vec![joined.joiner_ip];
+            config.addresses = vec![share.joiner_ip];
             Netstack::spawn(config, socket)?
         }
     };
     net.set_relay(RelayConfig {
-        addr: crate::hub::resolve_relay(&joined.relay).await?,
-        slot: guest.relay_id,
-        key: relay::relay_key(&guest.token.0),
+        addr: crate::hub::resolve_relay(&share.relay).await?,
+        slot: joined.guest.relay_id,
+        key: relay::relay_key(&joined.guest.token.0),
         direct: crate::config::direct_paths(),
     })
     .await?;
-    let sharer = PublicKey::from(joined.sharer_public_key.0);
+    let sharer = PublicKey::from(share.sharer_public_key.0);
     net.add_peer(PeerConfig {
         public_key: sharer,
-        allowed_ips: Ipv4Net::new(joined.machine_ip, 32).into_iter().collect(),
-        endpoint: Some(relay::synthetic_endpoint(joined.sharer_relay_id)),
+        allowed_ips: Ipv4Net::new(share.machine_ip, 32).into_iter().collect(),
+        endpoint: Some(relay::synthetic_endpoint(share.sharer_relay_id)),
         persistent_keepalive: Some(25),
         policy: Policy::default(),
     })
     .await?;
     wait_for_handshake(&net, sharer).await?;
-
     let net = Arc::new(net);
     let (forwards, socks) = if interface.is_some() {
         (Vec::new(), None)
     } else {
-        let forwards = userspace_forwards(&net, &joined).await?;
-        let share_loopback = loopback_for(joined.machine_ip);
-        let listener = crate::socks::bind(args.socks, share_loopback).await?;
-        let socks = listener.local_addr()?;
-        tokio::spawn(crate::socks::serve(
-            listener,
-            net.clone(),
-            joined.machine_ip,
-            share_loopback,
-        ));
-        (forwards, Some(socks))
+        userspace_access(&net, share, args.socks).await?
     };
-    if let Some((user, key)) = ssh {
-        let address = match &interface {
-            Some(_) => SocketAddr::from((joined.machine_ip, crate::ssh::PORT)),
-            None => forwards
-                .iter()
-                .find(|f| f.protocol == WireProtocol::Tcp && f.remote_port == crate::ssh::PORT)
-                .map(|f| f.address)
-                .ok_or(Fail::NoSsh)?,
-        };
-        if ctx.json {
-            report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
-        } else {
-            eprintln!(
-                "==> connect: SSH to {user}@{} through the tunnel",
-                joined.machine_ip
-            );
-        }
-        return crate::ssh::session::run(&key, &user, address, &args.ssh_args).await;
-    }
-    // Listening to the hub before saying "ready", so a share ending right after is heard.
-    let mut events = Some(Box::pin(hub.stream().await?));
-    report(ctx, &joined, interface.as_deref(), &why, &forwards, socks);
+    Ok(Tunnel {
+        _net: net,
+        interface,
+        why,
+        forwards,
+        socks,
+    })
+}
 
+/// User space: each route on a local port, and a SOCKS5 proxy for the rest.
+async fn userspace_access(
+    net: &Arc<Netstack>,
+    share: &JoinResponse,
+    socks: Option<SocketAddr>,
+) -> anyhow::Result<(Vec<Forward>, Option<SocketAddr>)> {
+    let forwards = userspace_forwards(net, share).await?;
+    let share_loopback = loopback_for(share.machine_ip);
+    let listener = crate::socks::bind(socks, share_loopback).await?;
+    let socks = listener.local_addr()?;
+    tokio::spawn(crate::socks::serve(
+        listener,
+        net.clone(),
+        share.machine_ip,
+        share_loopback,
+    ));
+    Ok((forwards, Some(socks)))
+}
+
+/// Where ssh connects: the machine's own port 22 on a TUN interface, else its forward.
+fn ssh_address(tunnel: &Tunnel, share: &JoinResponse) -> Result<SocketAddr, Fail> {
+    match &tunnel.interface {
+        Some(_) => Ok(SocketAddr::from((share.machine_ip, crate::ssh::PORT))),
+        None => tunnel
+            .forwards
+            .iter()
+            .find(|f| f.protocol == WireProtocol::Tcp && f.remote_port == crate::ssh::PORT)
+            .map(|f| f.address)
+            .ok_or(Fail::NoSsh),
+    }
+}
+
+/// Keeps the tunnel up until Ctrl-C or SIGTERM (`None`) or the share ends (its state).
+/// A hub that goes away does not take the tunnel with it; its stream is opened again.
+async fn stay_joined(
+    ctx: &Context,
+    joined: &Joined,
+    events: Events,
+) -> anyhow::Result<Option<connect_api::ShareState>> {
+    let lookup = joined.code.lookup();
+    let mut events = Some(events);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut reconnect = tokio::time::interval(STREAM_RETRY);
-    let ended = loop {
+    Ok(loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
             _ = terminate.recv() => break None,
             event = next_event(&mut events) => match event {
-                Some(StreamEvent::ShareEnded { lookup, state }) if lookup == code.lookup() => break Some(state),
+                Some(StreamEvent::ShareEnded { lookup: ended, state }) if ended == lookup => break Some(state),
                 Some(_) => {}
                 // The hub went away; the tunnel itself does not need it. Keep running,
                 // and listen again once it is back.
@@ -197,30 +294,12 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
                 }
             },
             _ = reconnect.tick(), if events.is_none() => {
-                if let Ok(Ok(stream)) = tokio::time::timeout(STREAM_RETRY, hub.stream()).await {
-                    events = Some(Box::pin(stream));
+                if let Ok(Ok(stream)) = tokio::time::timeout(STREAM_RETRY, joined.hub.stream()).await {
+                    events = Some(Box::pin(stream) as Events);
                 }
             }
         }
-    };
-    if ended.is_some() {
-        // The sharer resets our connections as it drops us; keep the interface up a
-        // moment so those resets reach the applications instead of a vanished device.
-        tokio::time::sleep(GOODBYE).await;
-    }
-    drop(net);
-    match ended {
-        None => {
-            if !ctx.json {
-                println!("==> connect: Disconnected.");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(state) => {
-            eprintln!("[x] The share was {state}; disconnected.");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    })
 }
 
 /// The next event of the hub's stream; never, while there is none.
@@ -336,14 +415,9 @@ async fn forward_udp(socket: Arc<UdpSocket>, net: Arc<Netstack>, remote: SocketA
     }
 }
 
-fn report(
-    ctx: &Context,
-    joined: &JoinResponse,
-    interface: Option<&str>,
-    why: &str,
-    forwards: &[Forward],
-    socks: Option<SocketAddr>,
-) {
+fn report(ctx: &Context, joined: &JoinResponse, tunnel: &Tunnel) {
+    let interface = tunnel.interface.as_deref();
+    let (why, forwards, socks) = (&tunnel.why, &tunnel.forwards, tunnel.socks);
     let routes: Vec<_> = match interface {
         Some(_) => joined
             .routes

@@ -81,41 +81,24 @@ pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     create(ctx, args).await
 }
 
+/// What a new share will serve, decided on this machine before the hub hears of it.
+struct Plan {
+    expires: std::time::Duration,
+    routes: Vec<Route>,
+    all_ports: Option<String>,
+    http_port: Option<u16>,
+    /// Why the public URL goes to `http_port`, or why there is none.
+    why: String,
+}
+
 async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
+    // The flags are checked before the hub is asked anything.
     let expires = match &args.expires {
         Some(text) => connect_api::parse_duration(text).ok_or(Fail::InvalidExpires)?,
         None => std::time::Duration::from_secs(24 * 3600),
     };
     let hub = ctx.agent_hub()?;
-    let mut routes = hub.services().await?;
-    ssh_route(&mut routes, args.ssh);
-    let all_ports = args
-        .all_ports
-        .then(|| args.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()));
-    let (http_port, why) = pick_http(&routes, args.http_port, args.disable_http);
-    if let Some(port) = args.http_port
-        && all_ports.is_none()
-        && !routes
-            .iter()
-            .any(|r| r.protocol == Protocol::Tcp && r.port == port)
-    {
-        return Err(
-            Fail::Usage(format!("--http-port {port} is not an exposed TCP service")).into(),
-        );
-    }
-    if let Some(pair) = &args.http_auth
-        && !pair
-            .split_once(':')
-            .is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty())
-    {
-        return Err(Fail::Usage("--http-auth takes USER:PASS".into()).into());
-    }
-    if args.http_auth.is_some() && http_port.is_none() {
-        return Err(Fail::Usage(format!(
-            "--http-auth needs a public URL, and there is none: {why}"
-        ))
-        .into());
-    }
+    let plan = plan(&args, expires, hub.services().await?)?;
     let key = ctx.paths.keys()?;
     let code = ShareCode::generate();
     let ssh = if args.ssh {
@@ -126,10 +109,10 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     let request = CreateShareRequest {
         name: args.name.clone(),
         lookup: code.lookup(),
-        expires_in_secs: expires.as_secs(),
-        routes: routes.clone(),
-        all_ports: all_ports.clone(),
-        http_port,
+        expires_in_secs: plan.expires.as_secs(),
+        routes: plan.routes.clone(),
+        all_ports: plan.all_ports.clone(),
+        http_port: plan.http_port,
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
         http_auth: args.http_auth.clone(),
         ssh: ssh.as_ref().map(|s| s.offer.clone()),
@@ -149,21 +132,7 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             return Err(err);
         }
     };
-    let mut local = ctx.paths.local_shares()?;
-    let now = time::OffsetDateTime::now_utc();
-    local.retain(|s| s.expires_at > now);
-    local.push(LocalShare {
-        code: code.to_string(),
-        lookup: share.lookup.clone(),
-        name: share.name.clone(),
-        machine_ip: share.machine_ip,
-        routes: routes.clone(),
-        all_ports: all_ports.clone(),
-        http_port: share.url.as_ref().and(http_port),
-        expires_at: share.expires_at,
-        ssh: ssh.as_ref().map(|s| s.local.clone()),
-    });
-    ctx.paths.save_local_shares(&local)?;
+    remember(ctx, &code, &share, &plan, ssh.as_ref())?;
     // A running agent serves the new share's address and public URL at once.
     let _ = crate::runtime::control::ask(&ctx.paths.socket(), "reload").await;
     if ctx.json {
@@ -172,25 +141,99 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             "name": share.name,
             "url": share.url,
             "expires_at": output::rfc3339(share.expires_at),
-            "routes": routes,
+            "routes": plan.routes,
         }));
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_created(&code, &share, &plan, ssh.as_ref());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the flags against the exposed services and picks the public URL's port.
+fn plan(
+    args: &ShareArgs,
+    expires: std::time::Duration,
+    mut routes: Vec<Route>,
+) -> Result<Plan, Fail> {
+    ssh_route(&mut routes, args.ssh);
+    let all_ports = args
+        .all_ports
+        .then(|| args.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()));
+    let (http_port, why) = pick_http(&routes, args.http_port, args.disable_http);
+    if let Some(port) = args.http_port
+        && all_ports.is_none()
+        && !routes
+            .iter()
+            .any(|r| r.protocol == Protocol::Tcp && r.port == port)
+    {
+        return Err(Fail::Usage(format!(
+            "--http-port {port} is not an exposed TCP service"
+        )));
+    }
+    if let Some(pair) = &args.http_auth
+        && !pair
+            .split_once(':')
+            .is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty())
+    {
+        return Err(Fail::Usage("--http-auth takes USER:PASS".into()));
+    }
+    if args.http_auth.is_some() && http_port.is_none() {
+        return Err(Fail::Usage(format!(
+            "--http-auth needs a public URL, and there is none: {why}"
+        )));
+    }
+    Ok(Plan {
+        expires,
+        routes,
+        all_ports,
+        http_port,
+        why,
+    })
+}
+
+/// Keeps the new share (its code above all) in this machine's shares file, dropping
+/// expired ones.
+fn remember(
+    ctx: &Context,
+    code: &ShareCode,
+    share: &Share,
+    plan: &Plan,
+    ssh: Option<&PreparedSsh>,
+) -> anyhow::Result<()> {
+    let mut local = ctx.paths.local_shares()?;
+    let now = time::OffsetDateTime::now_utc();
+    local.retain(|s| s.expires_at > now);
+    local.push(LocalShare {
+        code: code.to_string(),
+        lookup: share.lookup.clone(),
+        name: share.name.clone(),
+        machine_ip: share.machine_ip,
+        routes: plan.routes.clone(),
+        all_ports: plan.all_ports.clone(),
+        http_port: share.url.as_ref().and(plan.http_port),
+        expires_at: share.expires_at,
+        ssh: ssh.map(|s| s.local.clone()),
+    });
+    ctx.paths.save_local_shares(&local)
+}
+
+fn print_created(code: &ShareCode, share: &Share, plan: &Plan, ssh: Option<&PreparedSsh>) {
+    let why = &plan.why;
     println!("[ok] Environment share created!");
     println!("Share Code: {code}");
     println!("Name: {}", share.name);
     match &share.url {
         Some(url) => println!(
             "URL: {url}  (HTTP port {}: {why})",
-            http_port.unwrap_or_default()
+            plan.http_port.unwrap_or_default()
         ),
         None => println!("URL: none ({why})"),
     }
     println!("Machine IP: {}", share.machine_ip);
     println!("Your teammate can join with:");
     println!("  connect join {code}");
-    print_routes(&routes, all_ports.as_deref());
-    if let Some(ssh) = &ssh {
+    print_routes(&plan.routes, plan.all_ports.as_deref());
+    if let Some(ssh) = ssh {
         println!(
             "SSH: connect join --ssh {code}  (as {}{})",
             ssh.local.user,
@@ -201,13 +244,15 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    if routes.is_empty() && all_ports.is_none() {
+    if plan.routes.is_empty() && plan.all_ports.is_none() {
         println!("Expose services first:");
         println!("  connect expose localhost:5432 --name postgres");
         println!("  connect share");
     }
-    println!("{}", output::expires_line(share.expires_at, now));
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "{}",
+        output::expires_line(share.expires_at, time::OffsetDateTime::now_utc())
+    );
 }
 
 /// Port 22 is shared only with `--ssh`, and then goes to this machine's sshd.
