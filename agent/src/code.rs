@@ -59,7 +59,7 @@ impl ShareCode {
 
     /// What the hub stores and looks the share up by.
     pub fn lookup(&self) -> String {
-        hex(&self.derive(b"lookup"))
+        hex::encode(self.derive(b"lookup"))
     }
 
     /// The MAC of `key` for `role`, hex.
@@ -71,7 +71,7 @@ impl ShareCode {
             Role::Joiner => b"joiner",
         });
         mac.update(key);
-        hex(&mac.finalize().into_bytes())
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Constant-time check of a MAC the hub relayed.
@@ -92,10 +92,6 @@ impl std::fmt::Display for ShareCode {
         let groups: Vec<&str> = (0..4).map(|i| &text[i * 4..i * 4 + 4]).collect();
         f.write_str(&groups.join("-"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

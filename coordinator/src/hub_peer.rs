@@ -17,7 +17,7 @@ use tokio::io::DuplexStream;
 use tokio::sync::Mutex;
 
 use crate::addresses::{hub_ip, machine_ip};
-use crate::api::hash_secret;
+use crate::secrets::{hash_secret, relay_key_hex};
 use crate::state::Ids;
 use crate::store::{AgentRow, Store, StoreError};
 
@@ -130,13 +130,12 @@ impl HubPeer {
                     id: ids.id("hub_"),
                     name: "hub".into(),
                     public_key: WireKey(public_key.to_bytes()).to_base64(),
-                    relay_key: crate::api::hex(&relay::relay_key(&token)),
+                    relay_key: relay_key_hex(&token),
                     relay_id: ids.relay_slot(),
                     guest: true,
                     home_relay: None,
                 };
-                let now =
-                    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                let now = crate::clock::unix_ms(time::OffsetDateTime::now_utc());
                 store
                     .insert_agent(&agent, &hash_secret(&token), now)
                     .await?;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::api::hash_secret;
 use crate::cli::KeyCommand;
+use crate::secrets::hash_secret;
 use crate::state::{Ids, RandomIds};
 use crate::store::{KeyRow, Store};
 

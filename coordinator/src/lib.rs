@@ -8,17 +8,21 @@
 mod addresses;
 mod api;
 pub mod cli;
+pub mod clock;
 mod error;
 pub mod events;
 pub mod hub_peer;
 mod keys;
-pub mod lifecycle;
 mod proxy;
 pub mod relay;
+mod secrets;
 mod serve;
+mod share_life;
+pub use share_life::run_expiry;
 pub mod state;
 pub mod store;
 mod upstream;
+mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,10 +33,11 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use clock::{Clock, SystemClock};
 pub use connect_api as wire;
 pub use keys::run_key_command;
 pub use serve::{ServeError, serve_main};
-pub use state::{AppState, Clock, Ids, Metrics, RandomIds, Settings, Subscribers, SystemClock};
+pub use state::{AppState, Ids, Metrics, RandomIds, Settings, Subscribers};
 
 /// Request bodies above this are refused with 413: nothing in the API is larger.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -95,7 +100,7 @@ pub async fn run(
         state.metrics.clone(),
         cancel.clone(),
     )?;
-    let expiry = tokio::spawn(lifecycle::run_expiry(state.clone(), cancel.clone()));
+    let expiry = tokio::spawn(share_life::run_expiry(state.clone(), cancel.clone()));
     let others = tokio::spawn(state.events.clone().listen(cancel.clone()));
     let router = app(state);
     let served = serve::serve_http(listener, router, tls, shutdown).await;

@@ -31,8 +31,7 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                let now_ms =
-                    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+                let now_ms = connect_coordinator::clock::unix_ms(time::OffsetDateTime::now_utc());
                 match connect_coordinator::run_key_command(&store, command, now_ms).await {
                     Ok(out) => {
                         println!("{out}");

@@ -160,11 +160,6 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
     }
 }
 
-/// `USER:PASS` as stored: hashed with the share's lookup, never in clear.
-pub fn auth_hash(lookup: &str, pair: &str) -> String {
-    crate::api::hash_secret(&format!("{lookup}\0{pair}"))
-}
-
 /// Whether the request carries the share's basic-auth credentials.
 fn authorized(request: &Request, lookup: &str, expected: &str) -> bool {
     use base64::Engine;
@@ -180,7 +175,7 @@ fn authorized(request: &Request, lookup: &str, expected: &str) -> bool {
         })
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .is_some_and(|pair| {
-            let given = auth_hash(lookup, &pair);
+            let given = crate::secrets::auth_hash(lookup, &pair);
             given.len() == expected.len()
                 && given
                     .bytes()

@@ -15,7 +15,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{Clock, Metrics};
+use crate::clock::Clock;
+use crate::state::Metrics;
 use crate::store::Store;
 
 /// Datagrams one source address may send per second before the excess is dropped.
@@ -338,8 +339,7 @@ impl Relay {
             bytes,
             stride,
         } = received;
-        let now_ms =
-            u64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let now_ms = u64::try_from(crate::clock::unix_ms(self.clock.now())).unwrap_or(0);
         let mut pending: Option<Pending> = None;
         let mut introductions = Vec::new();
         let (mut packets, mut relayed) = (0, 0);

@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use crate::cli::{Cli, ServeArgs};
-use crate::state::{RandomIds, Settings, SystemClock};
+use crate::clock::SystemClock;
+use crate::state::{RandomIds, Settings};
 use crate::store::Store;
 
 /// Open streams (server-sent events) never finish by themselves: after a shutdown

@@ -6,23 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use connect_api::StreamEvent;
-use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc};
 
+use crate::clock::Clock;
 use crate::store::Store;
-
-/// The time, from one place, so tests can control it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
 
 /// Tokens, relay slots and public names, from one place, so tests can control them.
 pub trait Ids: Send + Sync {
@@ -47,9 +34,7 @@ impl Ids for RandomIds {
     }
 
     fn id(&self, prefix: &str) -> String {
-        let bytes: [u8; 8] = rand::random();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{prefix}{hex}")
+        format!("{prefix}{}", hex::encode(rand::random::<[u8; 8]>()))
     }
 
     fn relay_slot(&self) -> u64 {
@@ -152,6 +137,6 @@ pub struct AppState {
 
 impl AppState {
     pub fn now_ms(&self) -> i64 {
-        (self.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
+        crate::clock::unix_ms(self.clock.now())
     }
 }

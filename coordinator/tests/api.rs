@@ -526,7 +526,7 @@ async fn expiry_fires_at_the_deadline() {
 }
 
 async fn connect_coordinator_expiry(state: AppState, cancel: tokio_util::sync::CancellationToken) {
-    connect_coordinator::lifecycle::run_expiry(state, cancel).await;
+    connect_coordinator::run_expiry(state, cancel).await;
 }
 
 /// Many agents sharing at once: every request gets its own block, none is turned away.

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use connect_coordinator::clock::{Clock, SystemClock};
 use connect_coordinator::relay::{self, RelayUpdate};
-use connect_coordinator::state::{Clock, Metrics, SystemClock};
+use connect_coordinator::state::Metrics;
 use connect_coordinator::store::{AgentRow, Store};
 use connect_netstack::relay as wire;
 use tokio::net::UdpSocket;

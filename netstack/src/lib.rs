@@ -37,8 +37,5 @@ pub use wg::{PeerConfig, PeerStats};
 
 /// A short, safe label for a public key in logs: the first bytes in hex.
 pub fn key_label(key: &PublicKey) -> String {
-    key.as_bytes()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&key.as_bytes()[..4])
 }

@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use connect_api::{AgentInfo, RegisterRequest, RegisterResponse, Token};
 
-use super::{Agent, Body, hash_secret};
+use super::{Agent, Body};
 use crate::error::ApiError;
+use crate::secrets::{hash_secret, relay_key_hex};
 use crate::state::AppState;
 use crate::store::AgentRow;
 
@@ -39,7 +40,7 @@ pub async fn register(
         id: state.ids.id("ag_"),
         name: name.to_owned(),
         public_key: req.public_key.to_base64(),
-        relay_key: hex(&connect_netstack::relay::relay_key(&token)),
+        relay_key: relay_key_hex(&token),
         relay_id: state.ids.relay_slot(),
         guest: req.guest,
         home_relay: None,
@@ -66,8 +67,4 @@ pub async fn me(State(state): State<AppState>, Agent(agent): Agent) -> Json<Agen
         guest: agent.guest,
         hub_peer: state.hub_peer.as_ref().map(|hub| hub.wire()),
     })
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

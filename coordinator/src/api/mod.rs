@@ -3,7 +3,6 @@
 //! in the one error shape).
 
 mod agents;
-pub use agents::hex;
 pub mod join;
 mod ops;
 mod services;
@@ -19,9 +18,9 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use connect_api::routes;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, error_body};
+use crate::secrets::hash_secret;
 use crate::state::AppState;
 use crate::store::AgentRow;
 
@@ -55,14 +54,6 @@ pub async fn uniform_errors(response: Response) -> Response {
         return error_body(status, message);
     }
     response
-}
-
-/// Secrets (tokens, enrollment keys) are stored only as this hash.
-pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The agent a request's bearer token belongs to.

@@ -19,7 +19,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(lookup)
-        .bind((entry.at.unix_timestamp_nanos() / 1_000_000) as i64)
+        .bind(crate::clock::unix_ms(entry.at))
         .bind(&entry.method)
         .bind(&entry.path)
         .bind(i64::from(entry.status))
@@ -45,8 +45,7 @@ impl Store {
             .map(|row| {
                 let at: i64 = row.try_get("at")?;
                 Ok(HttpLogEntry {
-                    at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
-                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                    at: crate::clock::time_of(at),
                     method: row.try_get("method")?,
                     path: row.try_get("path")?,
                     status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),

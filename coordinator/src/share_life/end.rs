@@ -1,4 +1,4 @@
-//! How shares end: revoke by the sharer, or expiry by a timer that sleeps until the
+//! Ending a share: revoke by the sharer, or expiry by a timer that sleeps until the
 //! earliest deadline (woken early when a share with an earlier one appears). Ending a
 //! share tells the sharer and every joiner, and closes their relay pairs.
 

@@ -1,0 +1,21 @@
+//! Every secret the hub keeps, it keeps only as a hash made here: API tokens and
+//! enrollment keys (SHA-256 of high-entropy random values), a public share's basic-auth
+//! pair (salted with the share's lookup), and an agent's relay key (derived from its
+//! token, hex for the database).
+
+use sha2::{Digest, Sha256};
+
+/// Tokens and enrollment keys are stored only as this hash.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// `USER:PASS` as stored: hashed with the share's lookup, never in clear.
+pub fn auth_hash(lookup: &str, pair: &str) -> String {
+    hash_secret(&format!("{lookup}\0{pair}"))
+}
+
+/// The key that authenticates an agent's relay binds, as the database keeps it.
+pub fn relay_key_hex(token: &str) -> String {
+    hex::encode(connect_netstack::relay::relay_key(token))
+}

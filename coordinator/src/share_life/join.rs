@@ -1,0 +1,103 @@
+//! Joining a share: the hub hands the joiner the sharer's key (with the sharer's MAC
+//! under the code, which the joiner checks) and tells the sharer about the joiner (with
+//! the joiner's MAC, which the sharer checks), then opens their relay pair. The hub
+//! cannot forge either MAC.
+
+use connect_api::{JoinRequest, JoinResponse, JoinedPeer, ShareState, StreamEvent, WireKey};
+
+use crate::addresses::{joiner_ip, machine_ip};
+use crate::error::ApiError;
+use crate::relay::RelayUpdate;
+use crate::state::{AppState, Metrics};
+use crate::store::{AgentRow, JoinError, StoreError};
+use crate::validate::is_hex_64;
+
+/// # Errors
+/// An unknown or ended share, a full share, a corrupt sharer row.
+pub async fn join(
+    state: &AppState,
+    agent: &AgentRow,
+    req: &JoinRequest,
+    from: String,
+) -> Result<JoinResponse, ApiError> {
+    if !is_hex_64(&req.key_mac) {
+        return Err(ApiError::Invalid("key_mac must be 64 hex digits".into()));
+    }
+    let now = state.now_ms();
+    let share = match state.store.share(&req.lookup).await? {
+        Some(share) if share.state_at(now) == ShareState::Active => share,
+        _ => {
+            return Err(ApiError::ShareNotFound);
+        }
+    };
+    let sharer = state
+        .store
+        .agent(&share.agent_id)
+        .await?
+        .ok_or(ApiError::ShareNotFound)?;
+    let sharer_key = stored_key(&sharer.public_key, "sharer key")?;
+    let joiner_key = stored_key(&agent.public_key, "joiner key")?;
+    let joined = match state
+        .store
+        .record_join(
+            &share.lookup,
+            &agent.id,
+            &agent.public_key,
+            &req.key_mac,
+            &from,
+            now,
+        )
+        .await
+    {
+        Ok(joined) => joined,
+        Err(JoinError::Full) => {
+            return Err(ApiError::Conflict("this share has no free address left"));
+        }
+        Err(JoinError::Store(err)) => return Err(err.into()),
+    };
+    let joiner_address = joiner_ip(share.block, joined.joiner_host);
+    state
+        .events
+        .publish(
+            &share.agent_id,
+            &StreamEvent::PeerJoined {
+                peer: JoinedPeer {
+                    lookup: share.lookup.clone(),
+                    public_key: joiner_key,
+                    key_mac: req.key_mac.clone(),
+                    allowed_ip: joiner_address,
+                    relay_id: agent.relay_id,
+                    agent: agent.name.clone(),
+                },
+            },
+        )
+        .await;
+    state
+        .events
+        .relay(RelayUpdate::Allow(sharer.relay_id, agent.relay_id))
+        .await;
+    Metrics::add(&state.metrics.joins, 1);
+    tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
+    Ok(JoinResponse {
+        name: share.name,
+        machine_ip: machine_ip(share.block),
+        joiner_ip: joiner_address,
+        sharer_public_key: sharer_key,
+        sharer_key_mac: share.key_mac.clone(),
+        sharer_relay_id: sharer.relay_id,
+        relay: sharer
+            .home_relay
+            .clone()
+            .unwrap_or_else(|| state.settings.relay.clone()),
+        routes: share.routes,
+        all_ports: share.all_ports,
+        ssh_user: share.ssh_user,
+        expires_at: crate::clock::time_of(share.expires_at),
+    })
+}
+
+/// A WireGuard key as the database keeps it; one that does not decode is corrupt, never
+/// a placeholder.
+fn stored_key(base64: &str, what: &str) -> Result<WireKey, ApiError> {
+    WireKey::from_base64(base64).ok_or_else(|| ApiError::Internal(StoreError::Corrupt(what.into())))
+}
