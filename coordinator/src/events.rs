@@ -3,18 +3,101 @@
 //! one hub reaches agents whose stream another hub holds, and every hub's relay learns
 //! which agents may talk.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use connect_api::StreamEvent;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::RelayUpdate;
-use crate::state::Subscribers;
 use crate::store::Store;
 
 const CHANNEL: &str = "connect_events";
+
+/// Delivers stream events to the agents they concern, on this hub.
+#[derive(Default)]
+pub struct Subscribers {
+    by_agent: Mutex<HashMap<String, Vec<mpsc::Sender<StreamEvent>>>>,
+}
+
+/// Events queued for one slow stream before it is dropped (it reconnects and resyncs).
+const STREAM_QUEUE: usize = 256;
+
+impl Subscribers {
+    pub fn subscribe(&self, agent_id: &str) -> mpsc::Receiver<StreamEvent> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        if let Ok(mut map) = self.by_agent.lock() {
+            map.entry(agent_id.to_owned()).or_default().push(tx);
+        }
+        rx
+    }
+
+    pub fn publish(&self, agent_id: &str, event: &StreamEvent) {
+        let Ok(mut map) = self.by_agent.lock() else {
+            return;
+        };
+        if let Some(senders) = map.get_mut(agent_id) {
+            senders.retain(|tx| tx.try_send(event.clone()).is_ok());
+            if senders.is_empty() {
+                map.remove(agent_id);
+            }
+        }
+    }
+
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.by_agent
+            .lock()
+            .map(|map| {
+                map.get(agent_id)
+                    .is_some_and(|s| s.iter().any(|tx| !tx.is_closed()))
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// What one hub tells the others; `origin` lets a hub skip its own.
+#[derive(Debug, Serialize, Deserialize)]
+struct HubMessage {
+    origin: String,
+    #[serde(flatten)]
+    body: HubBody,
+}
+
+/// The JSON shapes are `{"agent", "event"}` and `{"relay": {"allow", "a", "b"}}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum HubBody {
+    Event { agent: String, event: StreamEvent },
+    Relay { relay: RelayPair },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RelayPair {
+    allow: bool,
+    a: u64,
+    b: u64,
+}
+
+impl From<RelayUpdate> for RelayPair {
+    fn from(update: RelayUpdate) -> Self {
+        match update {
+            RelayUpdate::Allow(a, b) => Self { allow: true, a, b },
+            RelayUpdate::Disallow(a, b) => Self { allow: false, a, b },
+        }
+    }
+}
+
+impl From<RelayPair> for RelayUpdate {
+    fn from(pair: RelayPair) -> Self {
+        if pair.allow {
+            Self::Allow(pair.a, pair.b)
+        } else {
+            Self::Disallow(pair.a, pair.b)
+        }
+    }
+}
 
 pub struct Events {
     subscribers: Subscribers,
@@ -45,29 +128,36 @@ impl Events {
     /// Delivers `event` to `agent_id`'s streams, here and on every other hub.
     pub async fn publish(&self, agent_id: &str, event: &StreamEvent) {
         self.subscribers.publish(agent_id, event);
-        self.notify(json!({ "agent": agent_id, "event": event }))
-            .await;
+        self.notify(HubBody::Event {
+            agent: agent_id.to_owned(),
+            event: event.clone(),
+        })
+        .await;
     }
 
     /// Applies a relay change here and on every other hub.
     pub async fn relay(&self, update: RelayUpdate) {
         let _ = self.relay.send(update).await;
-        let (allow, a, b) = match update {
-            RelayUpdate::Allow(a, b) => (true, a, b),
-            RelayUpdate::Disallow(a, b) => (false, a, b),
-        };
-        self.notify(json!({ "relay": { "allow": allow, "a": a, "b": b } }))
-            .await;
+        self.notify(HubBody::Relay {
+            relay: update.into(),
+        })
+        .await;
     }
 
-    async fn notify(&self, mut payload: Value) {
+    async fn notify(&self, body: HubBody) {
         if !self.store.is_postgres() {
             return;
         }
-        payload["origin"] = Value::String(self.origin.clone());
+        let message = HubMessage {
+            origin: self.origin.clone(),
+            body,
+        };
+        let Ok(payload) = serde_json::to_string(&message) else {
+            return;
+        };
         if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(payload.to_string())
+            .bind(payload)
             .execute(self.store.pool())
             .await
         {
@@ -115,28 +205,51 @@ impl Events {
     }
 
     async fn deliver(&self, payload: &str) {
-        let Ok(value) = serde_json::from_str::<Value>(payload) else {
-            return;
+        let message = match serde_json::from_str::<HubMessage>(payload) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::debug!(%err, "ignoring another hub's message");
+                return;
+            }
         };
-        if value["origin"].as_str() == Some(self.origin.as_str()) {
+        if message.origin == self.origin {
             return;
         }
-        if let (Some(agent), Ok(event)) = (
-            value["agent"].as_str(),
-            serde_json::from_value::<StreamEvent>(value["event"].clone()),
-        ) {
-            self.subscribers.publish(agent, &event);
-        } else if let (Some(allow), Some(a), Some(b)) = (
-            value["relay"]["allow"].as_bool(),
-            value["relay"]["a"].as_u64(),
-            value["relay"]["b"].as_u64(),
-        ) {
-            let update = if allow {
-                RelayUpdate::Allow(a, b)
-            } else {
-                RelayUpdate::Disallow(a, b)
-            };
-            let _ = self.relay.send(update).await;
+        match message.body {
+            HubBody::Event { agent, event } => self.subscribers.publish(&agent, &event),
+            HubBody::Relay { relay } => {
+                let _ = self.relay.send(relay.into()).await;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_messages_keep_their_json_shapes() {
+        let relay = HubMessage {
+            origin: "o".into(),
+            body: HubBody::Relay {
+                relay: RelayUpdate::Disallow(3, 4).into(),
+            },
+        };
+        let text = serde_json::to_string(&relay).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"origin":"o","relay":{"allow":false,"a":3,"b":4}}"#
+        );
+        let event =
+            r#"{"origin":"p","agent":"agt_1","event":{"type":"share_created","lookup":"ab"}}"#;
+        let parsed = serde_json::from_str::<HubMessage>(event);
+        assert!(
+            matches!(
+                parsed,
+                Ok(HubMessage { body: HubBody::Event { ref agent, .. }, .. }) if agent == "agt_1"
+            ),
+            "{parsed:?}"
+        );
     }
 }

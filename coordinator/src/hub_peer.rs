@@ -17,8 +17,8 @@ use tokio::io::DuplexStream;
 use tokio::sync::Mutex;
 
 use crate::addresses::{hub_ip, machine_ip};
+use crate::ids::Ids;
 use crate::secrets::{hash_secret, relay_key_hex};
-use crate::state::Ids;
 use crate::store::{AgentRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,31 +79,22 @@ fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
     Ok(bytes)
 }
 
-/// Runs the hub's tunnel on a thread and single-threaded runtime of its own, for the
-/// same reason as the relay's: a wake-up per packet that also crosses the API runtime's
-/// threads costs more than the packet. Its dial streams are in-memory pipes any runtime
-/// can drive. The thread lives as long as the hub.
+/// Runs the hub's tunnel on a thread of its own (see `own_thread`). Its dial streams are
+/// in-memory pipes any runtime can drive. The thread lives as long as the hub.
 async fn spawn_on_own_thread(
     config: NodeConfig,
     socket: std::net::UdpSocket,
 ) -> std::io::Result<Netstack> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let (started, net) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("hub-tunnel".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let net = tokio::net::UdpSocket::from_std(socket)
-                    .and_then(|socket| Netstack::spawn(config, socket));
-                let running = net.is_ok();
-                let _ = started.send(net);
-                if running {
-                    std::future::pending::<()>().await;
-                }
-            });
-        })?;
+    crate::own_thread::spawn("hub-tunnel", move || async move {
+        let net = tokio::net::UdpSocket::from_std(socket)
+            .and_then(|socket| Netstack::spawn(config, socket));
+        let running = net.is_ok();
+        let _ = started.send(net);
+        if running {
+            std::future::pending::<()>().await;
+        }
+    })?;
     net.await
         .map_err(|_| std::io::Error::other("hub tunnel thread ended"))?
 }
@@ -264,3 +255,6 @@ impl HubPeer {
         }
     }
 }
+
+/// The hub's peer as the state shares it.
+pub type Shared = std::sync::Arc<HubPeer>;

@@ -8,14 +8,17 @@
 mod addresses;
 mod api;
 pub mod cli;
+mod client;
 pub mod clock;
 mod error;
 pub mod events;
 pub mod hub_peer;
+pub mod ids;
 mod keys;
+mod own_thread;
 mod proxy;
 pub mod relay;
-mod secrets;
+pub mod secrets;
 mod serve;
 mod share_life;
 pub use share_life::run_expiry;
@@ -35,9 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, SystemClock};
 pub use connect_api as wire;
+pub use events::Subscribers;
+pub use ids::{Ids, RandomIds};
 pub use keys::run_key_command;
 pub use serve::{ServeError, serve_main};
-pub use state::{AppState, Ids, Metrics, RandomIds, Settings, Subscribers};
+pub use state::{AppState, Metrics, Settings};
 
 /// Request bodies above this are refused with 413: nothing in the API is larger.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -37,8 +37,8 @@ fn main() -> ExitCode {
                         println!("{out}");
                         ExitCode::SUCCESS
                     }
-                    Err(message) => {
-                        eprintln!("[x] {message}");
+                    Err(err) => {
+                        eprintln!("[x] {err}");
                         ExitCode::FAILURE
                     }
                 }

@@ -3,7 +3,6 @@
 //! 404 at once; a sharing agent that is offline or does not answer gets 502 at once.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,7 +14,7 @@ use connect_api::{HttpLogEntry, ShareState};
 use hyper_util::rt::TokioIo;
 
 use crate::addresses::machine_ip;
-use crate::api::join::client_addr;
+use crate::client::{Tls, client_addr};
 use crate::state::{AppState, Metrics};
 
 /// The share name in a `Host` header of `NAME.DOMAIN[:PORT]`, if it is one.
@@ -250,10 +249,6 @@ impl hyper::body::Body for Counted {
     }
 }
 
-/// Marks requests that arrived over TLS, for `X-Forwarded-Proto`.
-#[derive(Debug, Clone, Copy)]
-pub struct Tls;
-
 fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &str) {
     let proto = if request.extensions().get::<Tls>().is_some() {
         "https"
@@ -278,19 +273,6 @@ fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &s
 }
 
 /// Keeps the hub peer in line with the live public shares after a change.
-pub fn resync(state: &AppState) {
-    if let Some(hub) = state.hub_peer.clone() {
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            if let Err(err) = hub.sync(&store).await {
-                tracing::error!(%err, "cannot update the hub's tunnel peers");
-            }
-        });
-    }
-}
-
-pub type Shared = Arc<crate::hub_peer::HubPeer>;
-
 #[cfg(test)]
 mod tests {
     use super::share_name;

@@ -190,25 +190,15 @@ impl RelayTable {
     }
 }
 
-fn parse_key(hex: &str) -> Option<[u8; 32]> {
+fn parse_key(text: &str) -> Option<[u8; 32]> {
     let mut key = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut key).ok()?;
     Some(key)
 }
 
 /// Serves the relay on `socket` (a std socket, registered here) until cancelled, on a
-/// thread and runtime of its own.
-///
-/// Forwarding is a wake-up per datagram; on the hub's shared multi-thread runtime each
-/// one also crossed threads (the reactor's and a worker's). Profiling showed the relay
-/// mostly in task switches, and its own thread nearly doubled relayed throughput. The
-/// database stays on the main runtime (`main`), which the relay asks for the little it
-/// needs.
+/// thread and runtime of its own (see `own_thread`). The database stays on the main
+/// runtime (`main`), which the relay asks for the little it needs.
 pub fn spawn(
     socket: std::net::UdpSocket,
     hub_slot: Option<u64>,
@@ -219,30 +209,23 @@ pub fn spawn(
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let main = tokio::runtime::Handle::current();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("relay".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match UdpSocket::from_std(socket).and_then(BatchSocket::new) {
-                    Ok(socket) => {
-                        let mut relay = Relay {
-                            socket,
-                            table: RelayTable::default(),
-                            store,
-                            clock,
-                            metrics,
-                            main,
-                        };
-                        relay.load(hub_slot).await;
-                        relay.run(updates, cancel).await;
-                    }
-                    Err(err) => tracing::error!(%err, "cannot serve the relay socket"),
-                }
-            });
-        })
+    crate::own_thread::spawn("relay", move || async move {
+        match UdpSocket::from_std(socket).and_then(BatchSocket::new) {
+            Ok(socket) => {
+                let mut relay = Relay {
+                    socket,
+                    table: RelayTable::default(),
+                    store,
+                    clock,
+                    metrics,
+                    main,
+                };
+                relay.load(hub_slot).await;
+                relay.run(updates, cancel).await;
+            }
+            Err(err) => tracing::error!(%err, "cannot serve the relay socket"),
+        }
+    })
 }
 
 /// Runs `work` on the main runtime, where the database pool lives.
@@ -421,7 +404,7 @@ impl Relay {
         .unwrap_or(Ok(None));
         match found {
             Ok(Some(agent)) => {
-                if let Some(key) = parse_key(&agent.relay_key) {
+                if let Some(key) = parse_key(agent.relay_key.expose()) {
                     self.table.add_key(slot, key);
                 }
                 self.table.handle(from, local, datagram, now_ms)

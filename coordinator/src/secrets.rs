@@ -16,6 +16,27 @@ pub fn auth_hash(lookup: &str, pair: &str) -> String {
 }
 
 /// The key that authenticates an agent's relay binds, as the database keeps it.
-pub fn relay_key_hex(token: &str) -> String {
-    hex::encode(connect_netstack::relay::relay_key(token))
+pub fn relay_key_hex(token: &str) -> Secret {
+    Secret(hex::encode(connect_netstack::relay::relay_key(token)))
+}
+
+/// A secret the hub must hold in clear (an agent's relay key, a share's encrypted SSH
+/// key): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }

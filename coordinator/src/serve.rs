@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, ServeArgs};
 use crate::clock::SystemClock;
-use crate::state::{RandomIds, Settings};
+use crate::ids::RandomIds;
+use crate::state::Settings;
 use crate::store::Store;
 
 /// Open streams (server-sent events) never finish by themselves: after a shutdown
@@ -223,7 +224,7 @@ pub async fn serve_http(
                         if let Ok(Ok(stream)) =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            let service = service.layer(axum::Extension(crate::proxy::Tls));
+                            let service = service.layer(axum::Extension(crate::client::Tls));
                             serve_one(&builder, stream, service).await;
                         }
                     }

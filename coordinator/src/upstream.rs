@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
-use crate::proxy::Shared;
+use crate::hub_peer::Shared;
 
 /// How long a public request waits for the tunnel to the sharing machine.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

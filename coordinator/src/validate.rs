@@ -70,7 +70,7 @@ pub fn validate_ssh(offer: &SshOffer) -> Result<NewSshKey, ApiError> {
     }
     Ok(NewSshKey {
         user: offer.user.clone(),
-        encrypted_key: key.to_owned(),
+        encrypted_key: crate::secrets::Secret::new(key.to_owned()),
         once: offer.once,
     })
 }

@@ -28,7 +28,7 @@ async fn agent(store: &Store, name: &str, slot: u64) -> Agent {
         id: format!("ag_{name}"),
         name: name.into(),
         public_key: "AAAA".into(),
-        relay_key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        relay_key: connect_coordinator::secrets::relay_key_hex(&token),
         relay_id: slot,
         guest: false,
         home_relay: None,

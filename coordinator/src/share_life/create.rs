@@ -73,7 +73,7 @@ async fn announce(state: &AppState, agent: &AgentRow, row: &ShareRow) {
             .events
             .relay(RelayUpdate::Allow(agent.relay_id, hub.slot()))
             .await;
-        crate::proxy::resync(state);
+        super::resync_hub_peer(state);
     }
     tracing::info!(share = %row.public_name, agent = %agent.id, "share created");
 }

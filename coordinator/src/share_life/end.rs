@@ -38,7 +38,7 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         && let (Some(hub), Some(sharer_slot)) = (&state.hub_peer, sharer_slot)
     {
         pairs.push(RelayUpdate::Disallow(sharer_slot, hub.slot()));
-        crate::proxy::resync(state);
+        super::resync_hub_peer(state);
     }
     for join in state.store.joins_of(lookup).await? {
         state.events.publish(&join.agent_id, &event).await;

@@ -4,13 +4,14 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, flag};
+use crate::secrets::Secret;
 
 #[derive(Debug, Clone)]
 pub struct AgentRow {
     pub id: String,
     pub name: String,
     pub public_key: String,
-    pub relay_key: String,
+    pub relay_key: Secret,
     pub relay_id: u64,
     pub guest: bool,
     /// The relay of the hub holding this agent's stream, where its joins relay.
@@ -23,7 +24,7 @@ impl AgentRow {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             public_key: row.try_get("public_key")?,
-            relay_key: row.try_get("relay_key")?,
+            relay_key: Secret::new(row.try_get("relay_key")?),
             relay_id: row.try_get::<i64, _>("relay_id")?.unsigned_abs(),
             guest: row.try_get::<i64, _>("guest")? != 0,
             home_relay: row.try_get("home_relay")?,
@@ -48,7 +49,7 @@ impl Store {
         .bind(&agent.name)
         .bind(&agent.public_key)
         .bind(token_hash)
-        .bind(&agent.relay_key)
+        .bind(agent.relay_key.expose())
         .bind(agent.relay_id as i64)
         .bind(flag(agent.guest))
         .bind(now_ms)

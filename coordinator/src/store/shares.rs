@@ -206,7 +206,7 @@ impl Store {
                 "INSERT INTO ssh_keys (share_lookup, encrypted_key, once) VALUES ($1, $2, $3)",
             )
             .bind(&share.lookup)
-            .bind(&ssh.encrypted_key)
+            .bind(ssh.encrypted_key.expose())
             .bind(i64::from(ssh.once))
             .execute(&mut *tx)
             .await?;

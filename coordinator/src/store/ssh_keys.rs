@@ -4,12 +4,13 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use crate::secrets::Secret;
 
 /// A key to store with a new share.
 #[derive(Debug, Clone)]
 pub struct NewSshKey {
     pub user: String,
-    pub encrypted_key: String,
+    pub encrypted_key: Secret,
     pub once: bool,
 }
 
