@@ -15,6 +15,7 @@ pub mod events;
 pub mod hub_peer;
 pub mod ids;
 mod keys;
+pub mod metrics;
 mod own_thread;
 mod proxy;
 pub mod relay;
@@ -41,8 +42,9 @@ pub use connect_api as wire;
 pub use events::Subscribers;
 pub use ids::{Ids, RandomIds};
 pub use keys::run_key_command;
+pub use metrics::Metrics;
 pub use serve::{ServeError, serve_main};
-pub use state::{AppState, Metrics, Settings};
+pub use state::{AppState, Settings};
 
 /// Request bodies above this are refused with 413: nothing in the API is larger.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -15,7 +15,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::addresses::machine_ip;
 use crate::client::{Tls, client_addr};
-use crate::state::{AppState, Metrics};
+use crate::metrics::Metrics;
+use crate::state::AppState;
 
 /// The share name in a `Host` header of `NAME.DOMAIN[:PORT]`, if it is one.
 pub fn share_name<'a>(host: &'a str, domain: &str) -> Option<&'a str> {

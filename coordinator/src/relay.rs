@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::state::Metrics;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Datagrams one source address may send per second before the excess is dropped.

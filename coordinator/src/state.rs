@@ -2,30 +2,13 @@
 //! event subscribers, the relay's update channel and the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::ids::Ids;
+use crate::metrics::Metrics;
 use crate::store::Store;
-
-#[derive(Default)]
-pub struct Metrics {
-    pub shares_created: AtomicU64,
-    pub joins: AtomicU64,
-    pub relay_packets: AtomicU64,
-    pub relay_bytes: AtomicU64,
-    pub relay_dropped: AtomicU64,
-    pub proxy_requests: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
 
 /// Static settings from the command line.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connect_coordinator::clock::{Clock, SystemClock};
+use connect_coordinator::metrics::Metrics;
 use connect_coordinator::relay::{self, RelayUpdate};
-use connect_coordinator::state::Metrics;
 use connect_coordinator::store::{AgentRow, Store};
 use connect_netstack::relay as wire;
 use tokio::net::UdpSocket;

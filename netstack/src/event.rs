@@ -1,11 +1,34 @@
-//! What a node reports to its driver: flow events and completed handshakes.
+//! What a node reports to its driver: flow events and completed handshakes, and the
+//! words they use (which flow, why it ended).
 
 use std::net::SocketAddrV4;
 
 use boringtun::x25519::PublicKey;
 
-use crate::flow::{CloseReason, FlowId};
 use crate::policy::{Protocol, Target};
+
+/// One TCP connection or UDP conversation through the tunnel. Never reused by a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+impl std::fmt::Display for FlowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "flow#{}", self.0)
+    }
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides finished sending.
+    Finished,
+    /// Reset by the other side, by us, or refused by the target.
+    Reset,
+    /// The peer was removed (revoke, expiry, leave).
+    PeerRemoved,
+    /// A UDP flow saw no datagram for the idle timeout; a TCP flow's peer went silent.
+    TimedOut,
+}
 
 /// What the node tells its driver. Every event about a flow comes before its `Closed`.
 #[derive(Debug, Clone, PartialEq, Eq)]

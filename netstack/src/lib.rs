@@ -26,8 +26,7 @@ mod wg;
 
 pub use boringtun::x25519::{PublicKey, StaticSecret};
 pub use error::Error;
-pub use event::Event;
-pub use flow::{CloseReason, FlowId};
+pub use event::{CloseReason, Event, FlowId};
 pub use ipnet::Ipv4Net;
 pub use node::{Node, NodeConfig, Transmit};
 pub use policy::{Policy, Protocol, Route, Target};

@@ -7,7 +7,7 @@
 //! before forwarding. WireGuard stays end to end: the relay sees only sealed datagrams.
 //!
 //! While it forwards between two agents, the relay also tells each where it sees the
-//! other (`PeerAt`), so they can try a direct path (see [`crate::path`]).
+//! other (`PeerAt`), so they can try a direct path (see `path`).
 //!
 //! Peers reached through the relay get a synthetic endpoint (an IPv6 address in a private
 //! prefix that carries the slot number), so the [`crate::Node`] treats them like any other

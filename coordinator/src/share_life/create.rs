@@ -5,9 +5,10 @@
 use connect_api::{CreateShareRequest, Protocol, StreamEvent};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::relay::RelayUpdate;
 use crate::secrets::auth_hash;
-use crate::state::{AppState, Metrics};
+use crate::state::AppState;
 use crate::store::{AgentRow, CreateShareError, NewShare, ShareRow};
 use crate::validate::{is_hex_64, validate_route, validate_ssh};
 

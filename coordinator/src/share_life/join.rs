@@ -7,8 +7,9 @@ use connect_api::{JoinRequest, JoinResponse, JoinedPeer, ShareState, StreamEvent
 
 use crate::addresses::{joiner_ip, machine_ip};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::relay::RelayUpdate;
-use crate::state::{AppState, Metrics};
+use crate::state::AppState;
 use crate::store::{AgentRow, JoinError, StoreError};
 use crate::validate::is_hex_64;
 

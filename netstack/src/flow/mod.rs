@@ -6,33 +6,11 @@ mod udp;
 
 use std::collections::HashMap;
 
+pub use crate::event::{CloseReason, FlowId};
 use crate::packet::FiveTuple;
 
 pub(crate) use tcp::TcpFlow;
 pub(crate) use udp::UdpFlow;
-
-/// One TCP connection or UDP conversation through the tunnel. Never reused by a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
-
-impl std::fmt::Display for FlowId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "flow#{}", self.0)
-    }
-}
-
-/// Why a flow ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Both sides finished sending.
-    Finished,
-    /// Reset by the other side, by us, or refused by the target.
-    Reset,
-    /// The peer was removed (revoke, expiry, leave).
-    PeerRemoved,
-    /// A UDP flow saw no datagram for the idle timeout; a TCP flow's peer went silent.
-    TimedOut,
-}
 
 pub(crate) enum FlowKind {
     Tcp(TcpFlow),

@@ -6,8 +6,7 @@ use std::collections::VecDeque;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
-use super::{CloseReason, FlowId};
-use crate::event::Event;
+use crate::event::{CloseReason, Event, FlowId};
 
 /// Where a TCP flow is in its life, as far as the driver has been told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
