@@ -17,6 +17,7 @@ use crate::addresses::machine_ip;
 use crate::client::{Tls, client_addr};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store::ShareRow;
 
 /// The share name in a `Host` header of `NAME.DOMAIN[:PORT]`, if it is one.
 pub fn share_name<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
@@ -52,51 +53,15 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) -> Response {
-    let not_found = || {
-        page(
-            StatusCode::NOT_FOUND,
-            "Share not found",
-            "This share does not exist, has expired or was revoked.",
-        )
-    };
-    let share = match state.store.share_by_public_name(name).await {
-        Ok(Some(share))
-            if share.state_at(state.now_ms()) == ShareState::Active
-                && share.http_port.is_some() =>
-        {
-            share
-        }
-        Ok(_) => return not_found(),
-        Err(err) => {
-            tracing::error!(%err, "share lookup failed");
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "The hub cannot reach its database.",
-            );
-        }
+    let share = match live_share(&state, name).await {
+        Ok(share) => share,
+        Err(response) => return response,
     };
     if let Some(expected) = &share.http_auth
         && !authorized(&request, &share.lookup, expected)
     {
-        let mut response = page(
-            StatusCode::UNAUTHORIZED,
-            "Password required",
-            "This share asks for a user name and password.",
-        );
-        response.headers_mut().insert(
-            axum::http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"connect share\""),
-        );
-        return response;
+        return password_required();
     }
-    let offline = || {
-        page(
-            StatusCode::BAD_GATEWAY,
-            "Sharing machine offline",
-            "The machine sharing this page is not reachable right now.",
-        )
-    };
     let Some(upstream) = state.upstream.clone() else {
         return offline();
     };
@@ -111,26 +76,7 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
         .headers()
         .contains_key(axum::http::header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
-    let mut log = AccessLog {
-        store: state.store.clone(),
-        lookup: share.lookup.clone(),
-        entry: Some(HttpLogEntry {
-            at: state.clock.now(),
-            method: request.method().to_string(),
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .chars()
-                .take(1024)
-                .collect(),
-            status: 502,
-            bytes: 0,
-            client: client.map_or_else(|| "unknown".into(), |c| c.ip().to_string()),
-            duration_ms: 0,
-        }),
-        started: std::time::Instant::now(),
-    };
+    let mut log = AccessLog::start(&state, &share.lookup, &request, client);
     match upstream
         .send(&share.public_name, machine_ip(share.block), port, request)
         .await
@@ -158,6 +104,52 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
             offline()
         }
     }
+}
+
+/// The live public share called `name`, or the page that says why there is none.
+async fn live_share(state: &AppState, name: &str) -> Result<ShareRow, Response> {
+    match state.store.share_by_public_name(name).await {
+        Ok(Some(share))
+            if share.state_at(state.now_ms()) == ShareState::Active
+                && share.http_port.is_some() =>
+        {
+            Ok(share)
+        }
+        Ok(_) => Err(page(
+            StatusCode::NOT_FOUND,
+            "Share not found",
+            "This share does not exist, has expired or was revoked.",
+        )),
+        Err(err) => {
+            tracing::error!(%err, "share lookup failed");
+            Err(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The hub cannot reach its database.",
+            ))
+        }
+    }
+}
+
+fn password_required() -> Response {
+    let mut response = page(
+        StatusCode::UNAUTHORIZED,
+        "Password required",
+        "This share asks for a user name and password.",
+    );
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"connect share\""),
+    );
+    response
+}
+
+fn offline() -> Response {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "Sharing machine offline",
+        "The machine sharing this page is not reachable right now.",
+    )
 }
 
 /// Whether the request carries the share's basic-auth credentials.
@@ -194,6 +186,35 @@ struct AccessLog {
 }
 
 impl AccessLog {
+    /// The request's row, written when the response ends (502 until an answer comes).
+    fn start(
+        state: &AppState,
+        lookup: &str,
+        request: &Request,
+        client: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            store: state.store.clone(),
+            lookup: lookup.to_owned(),
+            entry: Some(HttpLogEntry {
+                at: state.clock.now(),
+                method: request.method().to_string(),
+                path: request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .chars()
+                    .take(1024)
+                    .collect(),
+                status: 502,
+                bytes: 0,
+                client: client.map_or_else(|| "unknown".into(), |c| c.ip().to_string()),
+                duration_ms: 0,
+            }),
+            started: std::time::Instant::now(),
+        }
+    }
+
     fn set_status(&mut self, status: u16) {
         if let Some(entry) = &mut self.entry {
             entry.status = status;

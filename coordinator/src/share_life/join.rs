@@ -57,27 +57,15 @@ pub async fn join(
         Err(JoinError::Store(err)) => return Err(err.into()),
     };
     let joiner_address = joiner_ip(share.block, joined.joiner_host);
-    state
-        .events
-        .publish(
-            &share.agent_id,
-            &StreamEvent::PeerJoined {
-                peer: JoinedPeer {
-                    lookup: share.lookup.clone(),
-                    public_key: joiner_key,
-                    key_mac: req.key_mac.clone(),
-                    allowed_ip: joiner_address,
-                    relay_id: agent.relay_id,
-                    agent: agent.name.clone(),
-                },
-            },
-        )
-        .await;
-    state
-        .events
-        .relay(RelayUpdate::Allow(sharer.relay_id, agent.relay_id))
-        .await;
-    Metrics::add(&state.metrics.joins, 1);
+    let peer = JoinedPeer {
+        lookup: share.lookup.clone(),
+        public_key: joiner_key,
+        key_mac: req.key_mac.clone(),
+        allowed_ip: joiner_address,
+        relay_id: agent.relay_id,
+        agent: agent.name.clone(),
+    };
+    announce(state, &share.agent_id, sharer.relay_id, peer).await;
     tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
     Ok(JoinResponse {
         name: share.name,
@@ -95,6 +83,21 @@ pub async fn join(
         ssh_user: share.ssh_user,
         expires_at: crate::clock::time_of(share.expires_at),
     })
+}
+
+/// What a join tells the rest of the hub: the sharer's stream hears of the joiner (whose
+/// MAC it checks), and the relay opens the pair.
+async fn announce(state: &AppState, sharer_agent: &str, sharer_slot: u64, peer: JoinedPeer) {
+    let joiner_slot = peer.relay_id;
+    state
+        .events
+        .publish(sharer_agent, &StreamEvent::PeerJoined { peer })
+        .await;
+    state
+        .events
+        .relay(RelayUpdate::Allow(sharer_slot, joiner_slot))
+        .await;
+    Metrics::add(&state.metrics.joins, 1);
 }
 
 /// A WireGuard key as the database keeps it; one that does not decode is corrupt, never
