@@ -285,6 +285,9 @@ impl NodeTask {
                 let _ = reply.send(self.node.add_peer(*peer));
             }
             Command::RemovePeer(key, reply) => {
+                // Waiters for its handshake are woken by the drop and ask again, which
+                // says the peer is gone.
+                self.handshakes.remove(key.as_bytes());
                 let _ = reply.send(self.node.remove_peer(&key));
             }
             Command::ConnectPeer(key, reply) => {
