@@ -12,6 +12,7 @@ mod config;
 mod context;
 mod error;
 mod hub;
+mod logging;
 mod output;
 mod runtime;
 mod socks;
@@ -52,7 +53,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    connect_netstack::logging::init(tracing::Level::WARN);
+    logging::init();
     // One thread: the data plane is one task, and every hand-off between runtime threads
     // costs a wake-up per packet. Profiling the relay path showed half the time in task
     // switches; one thread per agent nearly doubled tunnel throughput on 2 cores.

@@ -44,7 +44,7 @@ pub struct ServeArgs {
     pub domain: String,
     /// How agents reach this hub, if not --listen.
     #[arg(long)]
-    pub public_url: Option<String>,
+    pub public_url: Option<crate::public_url::PublicUrl>,
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use connect_api::WireKey;
 use connect_netstack::RelayConfig;
-use connect_netstack::io::Netstack;
+use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
 use tokio::io::DuplexStream;
 use tokio::sync::Mutex;
@@ -39,8 +39,8 @@ pub struct HubPeer {
     net: Netstack,
     public_key: PublicKey,
     slot: u64,
-    /// Sharer key → the machine addresses of its public shares, as last configured.
-    peers: Mutex<HashMap<[u8; 32], Vec<Ipv4Net>>>,
+    /// One peer per sharer, reaching the machine addresses of its public shares.
+    peers: Mutex<PeerSet>,
 }
 
 /// Reads a 32-byte secret kept base64 in `path`, making it first if needed.
@@ -160,7 +160,7 @@ impl HubPeer {
             net,
             public_key,
             slot: agent.relay_id,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(PeerSet::new()),
         })
     }
 
@@ -196,31 +196,15 @@ impl HubPeer {
             addresses.push(hub_ip(share.block));
         }
         let _ = self.net.set_addresses(addresses).await;
-        let mut peers = self.peers.lock().await;
-        let stale: Vec<[u8; 32]> = peers
-            .iter()
-            .filter(|(key, nets)| wanted.get(*key).is_none_or(|(_, want)| want != *nets))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in stale {
-            let _ = self.net.remove_peer(PublicKey::from(key)).await;
-            peers.remove(&key);
-        }
-        for (key, (slot, nets)) in wanted {
-            if peers.contains_key(&key) {
-                continue;
-            }
-            let config = PeerConfig {
-                public_key: PublicKey::from(key),
-                allowed_ips: nets.clone(),
-                endpoint: Some(relay::synthetic_endpoint(slot)),
-                persistent_keepalive: Some(25),
-                policy: Policy::default(),
-            };
-            if self.net.add_peer(config).await.is_ok() {
-                peers.insert(key, nets);
-            }
-        }
+        let wanted = wanted.into_iter().map(|(key, (slot, nets))| PeerConfig {
+            public_key: PublicKey::from(key),
+            allowed_ips: nets,
+            endpoint: Some(relay::synthetic_endpoint(slot)),
+            persistent_keepalive: Some(25),
+            policy: Policy::default(),
+        });
+        // A stopped tunnel shows at the next connection; the shares are unaffected.
+        let _ = self.peers.lock().await.set(&self.net, wanted).await;
         Ok(())
     }
 
@@ -236,10 +220,11 @@ impl HubPeer {
         machine: Ipv4Addr,
         port: u16,
     ) -> Result<DuplexStream, connect_netstack::io::DriverError> {
-        let key = self.peers.lock().await.iter().find_map(|(key, nets)| {
-            nets.iter()
+        let key = self.peers.lock().await.configs().find_map(|peer| {
+            peer.allowed_ips
+                .iter()
                 .any(|net| net.addr() == machine)
-                .then_some(PublicKey::from(*key))
+                .then_some(peer.public_key)
         });
         let nudge = async {
             if let Some(key) = key {

@@ -18,6 +18,7 @@ mod keys;
 pub mod metrics;
 mod own_thread;
 mod proxy;
+pub mod public_url;
 pub mod relay;
 pub mod secrets;
 mod serve;

@@ -6,13 +6,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use connect_coordinator::cli::{Cli, Command};
 use connect_coordinator::store::Store;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return connect_coordinator_usage(err),
     };
-    connect_netstack::logging::init(tracing::Level::INFO);
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -73,4 +76,18 @@ fn connect_coordinator_usage(err: clap::Error) -> ExitCode {
     eprintln!("[x] {first}");
     eprintln!("    Run connect-coordinator --help for usage.");
     ExitCode::FAILURE
+}
+
+/// A hub logs what it serves at info; `CONNECT_LOG` (`target=level,...`, as the agent reads
+/// it) narrows or widens that. `Targets` rather than `EnvFilter`: no regex engine needed.
+fn init_logging() {
+    let filter = std::env::var("CONNECT_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(filter)
+        .init();
 }

@@ -16,18 +16,9 @@ use hyper_util::rt::TokioIo;
 use crate::addresses::machine_ip;
 use crate::client::{Tls, client_addr};
 use crate::metrics::Metrics;
+use crate::public_url::share_name;
 use crate::state::AppState;
 use crate::store::ShareRow;
-
-/// The share name in a `Host` header of `NAME.DOMAIN[:PORT]`, if it is one.
-pub fn share_name<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    let name = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!name.is_empty() && !name.contains('.')).then_some(name)
-}
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let html = format!(
@@ -45,7 +36,7 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         .or_else(|| request.uri().host())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let Some(name) = share_name(&host, &state.settings.domain).map(str::to_owned) else {
+    let Some(name) = share_name(&host, &state.settings.domain) else {
         return next.run(request).await;
     };
     Metrics::add(&state.metrics.proxy_requests, 1);
@@ -291,27 +282,5 @@ fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &s
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value);
-    }
-}
-
-/// Keeps the hub peer in line with the live public shares after a change.
-#[cfg(test)]
-mod tests {
-    use super::share_name;
-
-    #[test]
-    fn share_hosts_are_recognised() {
-        assert_eq!(
-            share_name("frosty-weasel-0857.share.localhost", "share.localhost"),
-            Some("frosty-weasel-0857")
-        );
-        assert_eq!(
-            share_name("frosty-weasel-0857.share.localhost:7070", "share.localhost"),
-            Some("frosty-weasel-0857")
-        );
-        assert_eq!(share_name("share.localhost", "share.localhost"), None);
-        assert_eq!(share_name("a.b.share.localhost", "share.localhost"), None);
-        assert_eq!(share_name("hub.example.com", "share.localhost"), None);
-        assert_eq!(share_name("evilshare.localhost", "share.localhost"), None);
     }
 }

@@ -48,6 +48,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     HubPeer(#[from] crate::hub_peer::HubPeerError),
+    #[error("--public-url: {0}")]
+    PublicUrl(crate::public_url::BadPublicUrl),
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -78,21 +80,14 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
     let listen = listener.local_addr()?;
     let udp_local = udp.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{listen}"));
-    // Agents dial the relay at the public host, on the UDP port.
-    let public_host = public_url
-        .split_once("://")
-        .map_or(public_url.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let public_host = match public_host.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => public_host,
+    let public_url = match args.public_url.clone() {
+        Some(url) => url,
+        None => format!("{scheme}://{listen}")
+            .parse()
+            .map_err(ServeError::PublicUrl)?,
     };
+    // Agents dial the relay at the public host, on the UDP port.
+    let public_host = public_url.host();
     let relay_host = if udp_local.ip().is_unspecified() {
         public_host.to_owned()
     } else {

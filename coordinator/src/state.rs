@@ -16,7 +16,7 @@ pub struct Settings {
     /// Public share URLs are `SCHEME://NAME.DOMAIN[:PORT]`.
     pub domain: String,
     /// How agents reach this hub; its scheme and port also shape share URLs.
-    pub public_url: String,
+    pub public_url: crate::public_url::PublicUrl,
     /// The relay address agents should send to, `HOST:PORT`.
     pub relay: String,
     pub open_registration: bool,

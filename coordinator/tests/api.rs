@@ -58,7 +58,7 @@ impl Hub {
         let store = store(dir.path()).await;
         let settings = Settings {
             domain: "share.localhost".into(),
-            public_url: "http://hub.test:7070".into(),
+            public_url: "http://hub.test:7070".parse().expect("url"),
             relay: "hub.test:7070".into(),
             open_registration,
         };
@@ -605,7 +605,7 @@ async fn state_survives_reopening_the_database() {
         let store = Store::open(None, dir.path()).await.unwrap();
         let settings = Settings {
             domain: "d".into(),
-            public_url: "http://h".into(),
+            public_url: "http://h".parse().expect("url"),
             relay: "h:1".into(),
             open_registration: true,
         };
@@ -629,7 +629,7 @@ async fn state_survives_reopening_the_database() {
     let store = Store::open(None, dir.path()).await.unwrap();
     let settings = Settings {
         domain: "d".into(),
-        public_url: "http://h".into(),
+        public_url: "http://h".parse().expect("url"),
         relay: "h:1".into(),
         open_registration: false,
     };

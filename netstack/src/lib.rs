@@ -12,7 +12,6 @@ mod error;
 mod event;
 mod flow;
 pub mod io;
-pub mod logging;
 mod node;
 mod packet;
 mod path;

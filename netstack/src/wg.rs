@@ -39,7 +39,7 @@ const FRESH_SESSION: Duration = Duration::from_secs(170);
 const MAX_INDEX: u32 = (1 << 24) - 1;
 
 /// Static settings of one peer.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     pub public_key: PublicKey,
     /// Tunnel addresses the peer may send from and that route to it.

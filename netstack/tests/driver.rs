@@ -8,7 +8,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use common::{JOINER_IP, SHARER_IP, key, peer};
-use connect_netstack::io::{DriverError, Netstack};
+use connect_netstack::io::{Changes, DriverError, Netstack, PeerSet};
 use connect_netstack::{NodeConfig, Policy, Protocol, PublicKey, Route, Target};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,6 +90,12 @@ fn route(protocol: Protocol, port: u16, target: SocketAddr) -> Route {
 
 /// A sharer serving `servers` and a joiner that may dial it, both on loopback UDP.
 async fn pair() -> (Netstack, Netstack) {
+    let (sharer, joiner, _) = pair_with_set().await;
+    (sharer, joiner)
+}
+
+/// As [`pair`], with the sharer's joiner added through a [`PeerSet`].
+async fn pair_with_set() -> (Netstack, Netstack, PeerSet) {
     let servers = start_servers().await;
     let policy = Policy {
         routes: vec![
@@ -110,8 +116,9 @@ async fn pair() -> (Netstack, Netstack) {
     joiner_config.addresses = vec![JOINER_IP];
     let joiner =
         Netstack::spawn(joiner_config, UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap();
-    sharer
-        .add_peer(peer(&key(2), JOINER_IP, None, policy))
+    let mut joiners = PeerSet::new();
+    joiners
+        .set(&sharer, [peer(&key(2), JOINER_IP, None, policy)])
         .await
         .unwrap();
     joiner
@@ -123,7 +130,7 @@ async fn pair() -> (Netstack, Netstack) {
         ))
         .await
         .unwrap();
-    (sharer, joiner)
+    (sharer, joiner, joiners)
 }
 
 fn at(port: u16) -> SocketAddrV4 {
@@ -240,5 +247,77 @@ async fn removing_the_peer_cuts_a_live_connection() {
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "data after the peer was removed: {read:?}"
+    );
+}
+
+/// A peer set changes only what changed: an unchanged joiner keeps its open connection
+/// while others come and go; a changed one is replaced, which ends its flows.
+#[tokio::test]
+async fn a_peer_set_leaves_unchanged_peers_and_their_flows_alone() {
+    let (sharer, joiner, mut joiners) = pair_with_set().await;
+    let mut stream = within("connect", joiner.connect_tcp(at(7))).await.unwrap();
+    let echo = async |stream: &mut tokio::io::DuplexStream, text: &[u8]| {
+        stream.write_all(text).await?;
+        let mut got = vec![0; text.len()];
+        stream.read_exact(&mut got).await?;
+        std::io::Result::Ok(got)
+    };
+    assert_eq!(
+        within("echo", echo(&mut stream, b"one")).await.unwrap(),
+        b"one"
+    );
+
+    let current: Vec<_> = joiners.configs().cloned().collect();
+    let other = peer(
+        &key(3),
+        std::net::Ipv4Addr::new(172, 16, 0, 4),
+        None,
+        Policy::default(),
+    );
+    let mut wanted = current.clone();
+    wanted.push(other.clone());
+    let changes = joiners.set(&sharer, wanted.clone()).await.unwrap();
+    assert_eq!(
+        changes,
+        Changes {
+            removed: vec![],
+            added: vec![other.public_key]
+        }
+    );
+    assert_eq!(
+        joiners.set(&sharer, wanted).await.unwrap(),
+        Changes::default()
+    );
+    let changes = joiners.set(&sharer, current.clone()).await.unwrap();
+    assert_eq!(
+        changes,
+        Changes {
+            removed: vec![other.public_key],
+            added: vec![]
+        }
+    );
+    assert_eq!(
+        within("echo", echo(&mut stream, b"two")).await.unwrap(),
+        b"two"
+    );
+    let peers = sharer.stats().await.unwrap().peers;
+    assert_eq!(peers.len(), 1, "only the joiner is configured");
+
+    let mut narrower = current[0].clone();
+    narrower.policy.routes.retain(|route| route.port != 7);
+    let key = narrower.public_key;
+    let changes = joiners.set(&sharer, [narrower]).await.unwrap();
+    assert_eq!(
+        changes,
+        Changes {
+            removed: vec![key],
+            added: vec![key]
+        }
+    );
+    assert!(
+        within("echo after the change", echo(&mut stream, b"three"))
+            .await
+            .is_err(),
+        "a connection the new policy does not allow survived the change"
     );
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use connect_api::{HubPeer, JoinedPeer, StreamEvent};
-use connect_netstack::io::Netstack;
+use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, Route, Target, relay};
 use serde_json::json;
 
@@ -33,12 +33,15 @@ pub(super) struct Agent<'a> {
     /// Print what happens (not under `--json`).
     chatty: bool,
     shares: ShareBook,
-    joiners: HashMap<[u8; 32], Joiner>,
+    /// Joiners the share codes vouch for, as WireGuard peers.
+    joiners: PeerSet,
+    /// Who each joiner is: for `status`, and to cut off a share's joiners when it ends.
+    joined: HashMap<PublicKey, Joiner>,
     pub(super) hub_connected: bool,
     /// The hub's own peer, which fetches this machine's public HTTP shares.
     hub_peer: Option<HubPeer>,
-    /// The hub addresses it is configured with, one per public share.
-    hub_nets: Vec<Ipv4Net>,
+    /// That peer while a public share is live; empty otherwise.
+    hub: PeerSet,
 }
 
 impl<'a> Agent<'a> {
@@ -52,10 +55,11 @@ impl<'a> Agent<'a> {
             net,
             chatty,
             shares,
-            joiners: HashMap::new(),
+            joiners: PeerSet::new(),
+            joined: HashMap::new(),
             hub_connected: false,
             hub_peer,
-            hub_nets: Vec::new(),
+            hub: PeerSet::new(),
         }
     }
 
@@ -66,30 +70,44 @@ impl<'a> Agent<'a> {
     pub(super) async fn apply(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::Snapshot { peers } => {
-                let keep: Vec<[u8; 32]> = peers.iter().map(|p| p.public_key.0).collect();
-                let stale: Vec<[u8; 32]> = self
-                    .joiners
-                    .keys()
-                    .filter(|key| !keep.contains(key))
-                    .copied()
+                let mut who = HashMap::new();
+                let wanted: Vec<PeerConfig> = peers
+                    .into_iter()
+                    .filter_map(|peer| {
+                        let config = self.vouched(&peer)?;
+                        who.insert(config.public_key, peer);
+                        Some(config)
+                    })
                     .collect();
-                for key in stale {
-                    self.remove(key).await;
+                let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+                let Ok(changes) = self.joiners.set(self.net, wanted).await else {
+                    return;
+                };
+                for key in changes.removed {
+                    self.joined.remove(&key);
                 }
-                for peer in peers {
-                    if !self.joiners.contains_key(&peer.public_key.0) {
-                        self.add(peer).await;
+                for key in changes.added {
+                    if let Some(peer) = who.remove(&key) {
+                        self.welcome(key, peer).await;
                     }
                 }
             }
             StreamEvent::PeerJoined { peer } => {
-                self.remove(peer.public_key.0).await;
-                self.add(peer).await;
+                let key = PublicKey::from(peer.public_key.0);
+                self.remove(key).await;
+                let Some(config) = self.vouched(&peer) else {
+                    return;
+                };
+                let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+                match self.joiners.put(self.net, config).await {
+                    Ok(()) => self.welcome(key, peer).await,
+                    Err(err) => tracing::warn!(%err, "cannot add joiner"),
+                }
             }
             StreamEvent::ShareCreated { .. } => self.reload_shares().await,
             StreamEvent::ShareEnded { lookup, state } => {
-                let gone: Vec<[u8; 32]> = self
-                    .joiners
+                let gone: Vec<PublicKey> = self
+                    .joined
                     .iter()
                     .filter(|(_, j)| j.lookup == lookup)
                     .map(|(k, _)| *k)
@@ -133,89 +151,78 @@ impl<'a> Agent<'a> {
                 Ipv4Net::new(Ipv4Addr::new(a, b, c, 1), 32).ok()
             })
             .collect();
-        if nets == self.hub_nets {
-            return;
-        }
-        let key = PublicKey::from(hub.public_key.0);
-        let _ = self.net.remove_peer(key).await;
-        self.hub_nets = nets.clone();
-        if nets.is_empty() {
-            return;
-        }
-        let policy = hub_policy(&shares);
-        let config = PeerConfig {
-            public_key: key,
+        let wanted = (!nets.is_empty()).then(|| PeerConfig {
+            public_key: PublicKey::from(hub.public_key.0),
             allowed_ips: nets,
             endpoint: Some(relay::synthetic_endpoint(hub.relay_id)),
             persistent_keepalive: Some(KEEPALIVE_SECS),
-            policy,
-        };
-        if let Err(err) = self.net.add_peer(config).await {
-            tracing::warn!(%err, "cannot add the hub's peer for public URLs");
+            policy: hub_policy(&shares),
+        });
+        if let Err(err) = self.hub.set(self.net, wanted).await {
+            tracing::warn!(%err, "cannot configure the hub's peer for public URLs");
         }
     }
 
-    async fn remove(&mut self, key: [u8; 32]) {
-        if self.joiners.remove(&key).is_some() {
-            let _ = self.net.remove_peer(PublicKey::from(key)).await;
-        }
+    async fn remove(&mut self, key: PublicKey) {
+        let _ = self.joiners.remove(self.net, key).await;
+        self.joined.remove(&key);
     }
 
-    async fn add(&mut self, peer: JoinedPeer) {
+    /// The joiner as a peer, if the share code kept on this machine vouches for its key
+    /// and its address is inside the share's block; what it may reach is what this
+    /// machine snapshotted when it made the share.
+    fn vouched(&self, peer: &JoinedPeer) -> Option<PeerConfig> {
         let Some(share) = self.shares.find(&peer.lookup) else {
             tracing::warn!(agent = %peer.agent, "a join for a share this machine did not make; ignored");
-            return;
+            return None;
         };
-        let Some(code) = ShareCode::parse(&share.code) else {
-            return;
-        };
+        let code = ShareCode::parse(&share.code)?;
         if !code.verify(Role::Joiner, &peer.public_key.0, &peer.key_mac) {
             tracing::warn!(agent = %peer.agent, "refusing a joiner the share code does not vouch for");
             eprintln!(
                 "[!] Refused a joiner ({}) whose key the share code does not vouch for.",
                 peer.agent
             );
-            return;
+            return None;
         }
         let block = Ipv4Net::new(share.machine_ip, 24).map(|n| n.trunc()).ok();
         if peer.allowed_ip == share.machine_ip
             || !block.is_some_and(|b| b.contains(&peer.allowed_ip))
         {
             tracing::warn!(ip = %peer.allowed_ip, "refusing a joiner address outside the share");
-            return;
+            return None;
         }
-        let config = PeerConfig {
+        Some(PeerConfig {
             public_key: PublicKey::from(peer.public_key.0),
             allowed_ips: Ipv4Net::new(peer.allowed_ip, 32).into_iter().collect(),
             endpoint: Some(relay::synthetic_endpoint(peer.relay_id)),
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: policy_of(share),
-        };
-        let key = config.public_key;
-        let name = share.name.clone();
-        let _ = self.net.set_addresses(self.shares.live_addresses()).await;
-        match self.net.add_peer(config).await {
-            Ok(()) => {
-                // Start the handshake from this side too: the joiner's first initiation
-                // may have arrived before this peer existed, and its own retry would
-                // come only after WireGuard's 5 s rekey timeout.
-                let _ = self.net.connect_peer(key).await;
-                if self.chatty {
-                    println!(
-                        "==> connect: {} joined {name} ({})",
-                        peer.agent, peer.allowed_ip
-                    );
-                }
-                self.joiners.insert(
-                    peer.public_key.0,
-                    Joiner {
-                        lookup: peer.lookup,
-                        agent: peer.agent,
-                    },
-                );
-            }
-            Err(err) => tracing::warn!(%err, "cannot add joiner"),
+        })
+    }
+
+    /// A joiner just added: says so and starts the handshake from this side too (the
+    /// joiner's first initiation may have arrived before this peer existed, and its own
+    /// retry would come only after WireGuard's 5 s rekey timeout).
+    async fn welcome(&mut self, key: PublicKey, peer: JoinedPeer) {
+        let _ = self.net.connect_peer(key).await;
+        if self.chatty {
+            let name = self
+                .shares
+                .find(&peer.lookup)
+                .map_or("a share", |share| share.name.as_str());
+            println!(
+                "==> connect: {} joined {name} ({})",
+                peer.agent, peer.allowed_ip
+            );
         }
+        self.joined.insert(
+            key,
+            Joiner {
+                lookup: peer.lookup,
+                agent: peer.agent,
+            },
+        );
     }
 
     /// The contract's `status` shape; a relayed peer's endpoint is the relay it goes via.
@@ -235,8 +242,8 @@ impl<'a> Agent<'a> {
             .map(|peer| {
                 let is_hub = self.hub_peer.is_some_and(|h| h.public_key.0 == peer.public_key.to_bytes());
                 let agent = self
-                    .joiners
-                    .get(&peer.public_key.to_bytes())
+                    .joined
+                    .get(&peer.public_key)
                     .map_or(if is_hub { "hub (public URLs)" } else { "unknown" }, |j| j.agent.as_str());
                 let relayed = peer.endpoint.and_then(relay::slot_of).is_some();
                 json!({

@@ -16,29 +16,17 @@ use crate::share_life;
 use crate::state::AppState;
 use crate::store::ShareRow;
 
-/// `http://NAME.DOMAIN[:PORT]`, following the hub's public URL's scheme and port.
-pub fn share_url(state: &AppState, public_name: &str) -> String {
-    let public = &state.settings.public_url;
-    let (scheme, rest) = public.split_once("://").unwrap_or(("http", public));
-    let authority = rest.split('/').next().unwrap_or_default();
-    // The port after the last ':' unless that colon is inside an IPv6 literal.
-    let port = authority
-        .rsplit_once(':')
-        .filter(|(host, _)| !host.contains(':') || host.ends_with(']'))
-        .map(|(_, port)| port);
-    let port = match (scheme, port) {
-        (_, None) | ("http", Some("80")) | ("https", Some("443")) => String::new(),
-        (_, Some(port)) => format!(":{port}"),
-    };
-    format!("{scheme}://{public_name}.{}{port}", state.settings.domain)
-}
-
 pub fn to_share(state: &AppState, row: &ShareRow, joined: usize) -> Share {
     Share {
         lookup: row.lookup.clone(),
         name: row.name.clone(),
         public_name: row.public_name.clone(),
-        url: row.http_port.map(|_| share_url(state, &row.public_name)),
+        url: row.http_port.map(|_| {
+            state
+                .settings
+                .public_url
+                .share_url(&row.public_name, &state.settings.domain)
+        }),
         machine_ip: machine_ip(row.block),
         created_at: time_of(row.created_at),
         expires_at: time_of(row.expires_at),

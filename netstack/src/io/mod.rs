@@ -9,6 +9,7 @@
 //!   caller's streams; they never touch the node, only send it commands.
 //! - [`batch`]: UDP in batches (GSO sends, GRO and recvmmsg receives) through quinn-udp.
 //! - `tun`: the TUN device with the kernel's TCP offloads, through tun-rs.
+//! - `peer_set`: [`PeerSet`], a group of peers kept equal to a list its owner recomputes.
 //! - `spin`: polling for a moment after a quiet wake-up instead of sleeping.
 //!
 //! Every queue between a socket and the stack is bounded, and a slow reader slows its
@@ -20,10 +21,12 @@ mod command;
 mod flow_task;
 mod handle;
 mod node_task;
+mod peer_set;
 mod spin;
 mod tun;
 
 pub use handle::{DriverError, Netstack, Snapshot, TunnelDatagram};
+pub use peer_set::{Changes, PeerSet};
 
 /// The wall clock in Unix milliseconds, which the node's relay binds carry.
 fn unix_ms() -> u64 {
