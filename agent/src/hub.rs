@@ -1,9 +1,12 @@
 //! A typed client of the hub's API over `connect-api`, mapping transport and API errors
 //! to the lines users see.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use connect_api::*;
+use connect_netstack::io::relay_stream::{DialFuture, RelayConn, RelayDialer};
+use connect_netstack::relay;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +41,21 @@ impl Hub {
 
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// `HOST:PORT` of the hub's API (the port its scheme implies when none is written):
+    /// where a relay stream goes.
+    pub fn endpoint(&self) -> String {
+        reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|url| {
+                Some(format!(
+                    "{}:{}",
+                    url.host_str()?,
+                    url.port_or_known_default()?
+                ))
+            })
+            .unwrap_or_else(|| self.base.clone())
     }
 
     pub fn with_token(&self, token: String) -> Self {
@@ -187,6 +205,41 @@ impl Hub {
                 let event = event.ok()?;
                 serde_json::from_str::<StreamEvent>(&event.data).ok()
             }))
+    }
+}
+
+impl Hub {
+    /// Opens relay streams (the relay over TCP/TLS, for networks that drop UDP) as this
+    /// client: its token, its TLS roots and the HTTP proxy it honours.
+    pub fn relay_dialer(&self) -> Arc<dyn RelayDialer> {
+        Arc::new(StreamDialer(self.clone()))
+    }
+
+    async fn open_relay_stream(&self) -> std::io::Result<Box<dyn RelayConn>> {
+        use reqwest::header::{CONNECTION, UPGRADE};
+        let response = self
+            .request(reqwest::Method::GET, routes::RELAY)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, relay::STREAM_UPGRADE)
+            .send()
+            .await
+            .map_err(std::io::Error::other)?;
+        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(std::io::Error::other(format!(
+                "the hub answered {} instead of opening a relay stream",
+                response.status()
+            )));
+        }
+        let upgraded = response.upgrade().await.map_err(std::io::Error::other)?;
+        Ok(Box::new(upgraded))
+    }
+}
+
+struct StreamDialer(Hub);
+
+impl RelayDialer for StreamDialer {
+    fn dial(&self) -> DialFuture<'_> {
+        Box::pin(self.0.open_relay_stream())
     }
 }
 

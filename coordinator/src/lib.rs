@@ -20,6 +20,7 @@ mod own_thread;
 mod proxy;
 pub mod public_url;
 pub mod relay;
+pub mod relay_stream;
 pub mod secrets;
 mod serve;
 mod share_life;
@@ -69,8 +70,9 @@ pub fn state(
     settings: Settings,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-) -> (AppState, mpsc::Receiver<relay::RelayUpdate>) {
+) -> (AppState, relay::Inbox) {
     let (relay, updates) = mpsc::channel(4096);
+    let (streams, stream_inbox) = relay_stream::Streams::new();
     let state = AppState {
         store: store.clone(),
         clock,
@@ -81,8 +83,13 @@ pub fn state(
         expiry: Arc::new(Notify::new()),
         hub_peer: None,
         upstream: None,
+        relay_streams: Arc::new(streams),
     };
-    (state, updates)
+    let inbox = relay::Inbox {
+        updates,
+        streams: stream_inbox,
+    };
+    (state, inbox)
 }
 
 /// Serves the API on `listener` (plain HTTP, or TLS when `tls` is given), the relay on
@@ -94,7 +101,7 @@ pub async fn run(
     listener: TcpListener,
     udp: UdpSocket,
     state: AppState,
-    updates: mpsc::Receiver<relay::RelayUpdate>,
+    inbox: relay::Inbox,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -104,7 +111,7 @@ pub async fn run(
         state.hub_peer.as_ref().map(|hub| hub.slot()),
         state.store.clone(),
         state.clock.clone(),
-        updates,
+        inbox,
         state.metrics.clone(),
         cancel.clone(),
     )?;

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use connect_netstack::io::batch::{BatchSocket, Received, RecvBatch};
 use connect_netstack::relay::{self, Frame};
 use tokio::net::UdpSocket;
@@ -25,6 +27,31 @@ const PER_SOURCE_PER_SECOND: u32 = 500_000;
 /// How often an agent is re-told where a peer it talks to through us is, while it does:
 /// each telling is a chance to punch through NAT, and a peer that moved is found again.
 const INTRODUCE_EVERY_MS: u64 = 2_000;
+
+/// What a stream connection (relay frames over TCP/TLS, see `relay_stream`) tells the
+/// relay thread.
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// A stream client is up; frames for it go to `frames`.
+    Open {
+        addr: SocketAddr,
+        frames: mpsc::Sender<Bytes>,
+    },
+    /// A frame the client sent.
+    Frame {
+        addr: SocketAddr,
+        frame: Bytes,
+    },
+    Closed {
+        addr: SocketAddr,
+    },
+}
+
+/// The relay thread's inputs from the rest of the hub.
+pub struct Inbox {
+    pub updates: mpsc::Receiver<RelayUpdate>,
+    pub streams: mpsc::Receiver<StreamMessage>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayUpdate {
@@ -119,8 +146,12 @@ impl RelayTable {
         to: SocketAddr,
         now_ms: u64,
     ) -> Option<Vec<u8>> {
-        // A peer on the hub's loopback (the hub's own) is no address for anyone else.
-        if from.ip().is_loopback() != to.ip().is_loopback() {
+        // A peer on the hub's loopback (the hub's own) is no address for anyone else, and
+        // an agent on a stream has no UDP address to give or use.
+        if from.ip().is_loopback() != to.ip().is_loopback()
+            || relay::is_stream_client(from)
+            || relay::is_stream_client(to)
+        {
             return None;
         }
         if self.introduced.len() > 100_000 {
@@ -133,6 +164,16 @@ impl RelayTable {
         }
         *last = now_ms;
         Some(relay::write_peer_at(source, from))
+    }
+
+    /// A stream client went away: its slot, if still bound to it, is unbound.
+    pub fn forget(&mut self, addr: SocketAddr) {
+        if let Some(id) = self.by_addr.remove(&addr)
+            && let Some(slot) = self.slots.get_mut(&id)
+            && slot.addr == Some(addr)
+        {
+            slot.addr = None;
+        }
     }
 
     /// `local` is our address the datagram came to, where the kernel tells it.
@@ -204,7 +245,7 @@ pub fn spawn(
     hub_slot: Option<u64>,
     store: Store,
     clock: Arc<dyn Clock>,
-    updates: mpsc::Receiver<RelayUpdate>,
+    inbox: Inbox,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -219,9 +260,10 @@ pub fn spawn(
                     clock,
                     metrics,
                     main,
+                    streams: HashMap::new(),
                 };
                 relay.load(hub_slot).await;
-                relay.run(updates, cancel).await;
+                relay.run(inbox, cancel).await;
             }
             Err(err) => tracing::error!(%err, "cannot serve the relay socket"),
         }
@@ -244,6 +286,8 @@ struct Relay {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     main: tokio::runtime::Handle,
+    /// Stream clients by their synthetic address: where frames for them go.
+    streams: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
 }
 
 /// Forwarded datagrams gathered into one send: `bytes[start..end]` to `to`, from `via`.
@@ -286,7 +330,12 @@ impl Relay {
         }
     }
 
-    async fn run(&mut self, mut updates: mpsc::Receiver<RelayUpdate>, cancel: CancellationToken) {
+    async fn run(&mut self, inbox: Inbox, cancel: CancellationToken) {
+        let Inbox {
+            mut updates,
+            mut streams,
+        } = inbox;
+        let mut streams_open = true;
         let mut received = RecvBatch::default();
         loop {
             // Biased: changes to who may talk are applied before the next datagram is read,
@@ -298,6 +347,10 @@ impl Relay {
                     Some(update) => self.table.apply(update),
                     None => return,
                 },
+                message = streams.recv(), if streams_open => match message {
+                    Some(message) => self.stream_message(message).await,
+                    None => streams_open = false,
+                },
                 readable = self.socket.readable() => {
                     if readable.is_err() {
                         continue;
@@ -305,7 +358,8 @@ impl Relay {
                     // One receive per wake-up, so updates stay between batches.
                     if self.socket.try_recv(&mut received).is_ok() {
                         for index in 0..received.len() {
-                            self.forward(received.buffer(index)).await;
+                            let Received { from, local, bytes, stride } = received.buffer(index);
+                            self.forward(from, local, bytes, stride).await;
                         }
                     }
                 }
@@ -313,15 +367,33 @@ impl Relay {
         }
     }
 
-    /// Handles the datagrams of one receive buffer, all from one sender. Consecutive ones
-    /// forwarded to one address leave in one send, their headers rewritten in place.
-    async fn forward(&mut self, received: Received<'_>) {
-        let Received {
-            from,
-            local,
-            bytes,
-            stride,
-        } = received;
+    async fn stream_message(&mut self, message: StreamMessage) {
+        match message {
+            StreamMessage::Open { addr, frames } => {
+                self.streams.insert(addr, frames);
+            }
+            StreamMessage::Frame { addr, frame } => {
+                let mut frame = Vec::from(frame);
+                let stride = frame.len().max(1);
+                self.forward(addr, None, &mut frame, stride).await;
+            }
+            StreamMessage::Closed { addr } => {
+                self.streams.remove(&addr);
+                self.table.forget(addr);
+            }
+        }
+    }
+
+    /// Handles the datagrams of one receive buffer (`stride` bytes each, the last maybe
+    /// shorter), all from one sender. Consecutive ones forwarded to one address leave in
+    /// one send, their headers rewritten in place.
+    async fn forward(
+        &mut self,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        bytes: &mut [u8],
+        stride: usize,
+    ) {
         let now_ms = u64::try_from(crate::clock::unix_ms(self.clock.now())).unwrap_or(0);
         let mut pending: Option<Pending> = None;
         let mut introductions = Vec::new();
@@ -417,7 +489,20 @@ impl Relay {
         }
     }
 
+    /// Sends `bytes` to `to` as datagrams of `segment` bytes (the last maybe shorter):
+    /// over UDP, or as frames on a stream client's connection.
     async fn send(&self, bytes: &[u8], to: SocketAddr, via: Option<IpAddr>, segment: usize) {
+        if relay::is_stream_client(to) {
+            let Some(frames) = self.streams.get(&to) else {
+                return;
+            };
+            for frame in bytes.chunks(segment.max(1)) {
+                if frames.try_send(Bytes::copy_from_slice(frame)).is_err() {
+                    Metrics::add(&self.metrics.relay_dropped, 1);
+                }
+            }
+            return;
+        }
         if let Err(err) = self.socket.send_from(via, to, bytes, segment).await {
             tracing::debug!(%err, %to, "relay send failed");
         }

@@ -103,7 +103,7 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
         open_registration: args.open_registration,
     };
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
-    let (mut state, updates) =
+    let (mut state, inbox) =
         crate::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
     let hub_peer =
         crate::hub_peer::HubPeer::start(&state.store, &cli.store.data_dir, udp_local, &RandomIds)
@@ -112,7 +112,7 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
     let hub_peer = Arc::new(hub_peer);
     state.upstream = Some(Arc::new(crate::upstream::Upstream::new(hub_peer.clone())));
     state.hub_peer = Some(hub_peer);
-    crate::run(listener, udp, state, updates, tls, shutdown_signal()).await?;
+    crate::run(listener, udp, state, inbox, tls, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub struct AppState {
     pub expiry: Arc<Notify>,
     /// The hub's own WireGuard peer for public HTTP shares, when running as a server.
     pub hub_peer: Option<crate::hub_peer::Shared>,
+    /// Relay streams (the relay over TCP/TLS) meet the relay thread here.
+    pub relay_streams: Arc<crate::relay_stream::Streams>,
     /// Pooled HTTP connections over `hub_peer` to sharing machines.
     pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }

@@ -62,11 +62,11 @@ impl Hub {
             relay: "hub.test:7070".into(),
             open_registration,
         };
-        let (state, _updates) =
+        let (state, inbox) =
             connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
         // The relay is not under test here; keep its channel from filling.
         tokio::spawn(async move {
-            let mut updates = _updates;
+            let mut updates = inbox.updates;
             while updates.recv().await.is_some() {}
         });
         Self { state, _dir: dir }

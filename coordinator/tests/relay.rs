@@ -9,6 +9,7 @@ use std::time::Duration;
 use connect_coordinator::clock::{Clock, SystemClock};
 use connect_coordinator::metrics::Metrics;
 use connect_coordinator::relay::{self, RelayUpdate};
+use connect_coordinator::relay_stream;
 use connect_coordinator::store::{AgentRow, Store};
 use connect_netstack::relay as wire;
 use tokio::net::UdpSocket;
@@ -99,7 +100,10 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
         None,
         store.clone(),
         Arc::new(SystemClock),
-        receiver,
+        relay::Inbox {
+            updates: receiver,
+            streams: mpsc::channel(1).1,
+        },
         metrics.clone(),
         cancel.clone(),
     )
@@ -199,6 +203,134 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
     mallory.bind(addr).await;
     alice.send(addr, bob.slot, b"after").await;
     assert_eq!(recv(&bob.socket).await, None);
+    cancel.cancel();
+    tokio::task::spawn_blocking(move || relay.join().unwrap())
+        .await
+        .unwrap();
+}
+
+/// One end of a relay stream, as an agent without UDP holds it.
+struct StreamAgent {
+    reader: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    writer: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+}
+
+impl StreamAgent {
+    fn open(streams: &Arc<relay_stream::Streams>) -> Self {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let streams = streams.clone();
+        tokio::spawn(async move { streams.serve(theirs).await });
+        let (reader, writer) = tokio::io::split(ours);
+        Self { reader, writer }
+    }
+
+    async fn send(&mut self, frame: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        connect_netstack::io::relay_stream::put_frame(&mut out, frame);
+        self.writer.write_all(&out).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        let read = connect_netstack::io::relay_stream::read_frame(&mut self.reader);
+        match tokio::time::timeout(Duration::from_millis(500), read).await {
+            Ok(Ok(Some(frame))) => Some(frame.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_clients_and_udp_clients_relay_to_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(None, dir.path()).await.unwrap();
+    let alice = agent(&store, "alice", 11).await;
+    let bob = agent(&store, "bob", 22).await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (updates, receiver) = mpsc::channel(16);
+    let (streams, stream_inbox) = relay_stream::Streams::new();
+    let streams = Arc::new(streams);
+    let cancel = CancellationToken::new();
+    let relay = relay::spawn(
+        socket,
+        None,
+        store.clone(),
+        Arc::new(SystemClock),
+        relay::Inbox {
+            updates: receiver,
+            streams: stream_inbox,
+        },
+        Arc::new(Metrics::default()),
+        cancel.clone(),
+    )
+    .unwrap();
+    alice.bind(addr).await;
+    let mut bob_stream = StreamAgent::open(&streams);
+    // A bind with another agent's key moves nothing and gets no answer.
+    bob_stream
+        .send(&wire::write_bind(&alice.key, bob.slot, now_ms()))
+        .await;
+    assert_eq!(bob_stream.recv().await, None);
+    bob_stream
+        .send(&wire::write_bind(&bob.key, bob.slot, now_ms()))
+        .await;
+    let ack = bob_stream
+        .recv()
+        .await
+        .expect("no bind answer on the stream");
+    assert!(matches!(
+        wire::parse(&ack),
+        Some(wire::Frame::BindAck { id: 22, .. })
+    ));
+
+    // Strangers still: nothing passes either way.
+    alice.send(addr, bob.slot, b"before the join").await;
+    assert_eq!(bob_stream.recv().await, None);
+    updates
+        .send(RelayUpdate::Allow(alice.slot, bob.slot))
+        .await
+        .unwrap();
+    alice.bind(addr).await;
+    alice.send(addr, bob.slot, b"hello bob").await;
+    let got = bob_stream
+        .recv()
+        .await
+        .expect("not forwarded to the stream");
+    assert_eq!(
+        wire::parse(&got),
+        Some(wire::Frame::Data {
+            slot: alice.slot,
+            payload: b"hello bob"
+        })
+    );
+    let mut frame = vec![0u8; wire::DATA_HEADER];
+    wire::write_data_header(&mut frame, alice.slot);
+    frame.extend_from_slice(b"hello alice");
+    bob_stream.send(&frame).await;
+    let got = recv(&alice.socket)
+        .await
+        .expect("not forwarded from the stream");
+    assert_eq!(
+        wire::parse(&got),
+        Some(wire::Frame::Data {
+            slot: bob.slot,
+            payload: b"hello alice"
+        })
+    );
+    // Neither is told where the other is: a stream client has no UDP address.
+    assert_eq!(recv(&alice.socket).await, None);
+    assert_eq!(bob_stream.recv().await, None);
+
+    // Bob's stream goes away and he binds over UDP: frames follow him there.
+    drop(bob_stream);
+    bob.bind(addr).await;
+    alice.send(addr, bob.slot, b"over udp").await;
+    let got = recv(&bob.socket)
+        .await
+        .expect("not forwarded after the move");
+    assert!(got.ends_with(b"over udp"));
     cancel.cancel();
     tokio::task::spawn_blocking(move || relay.join().unwrap())
         .await

@@ -57,4 +57,8 @@ pub enum Event {
     /// or the first data after answering the peer's. Callers wait for this instead of
     /// polling the peer's figures.
     HandshakeCompleted { peer: PublicKey },
+    /// UDP to the hub relay went unanswered (`open: true`): open a stream to the hub and
+    /// report it with `handle_relay_stream_up`/`_down`. `open: false`: UDP answers again
+    /// and the stream is no longer used; close it.
+    RelayStream { open: bool },
 }

@@ -29,7 +29,9 @@ pub use event::{CloseReason, Event, FlowId};
 pub use ipnet::Ipv4Net;
 pub use node::{Node, NodeConfig, Transmit};
 pub use policy::{Policy, Protocol, Route, Target};
-pub use relay_client::{BIND_INTERVAL, RelayConfig};
+pub use relay_client::{
+    BIND_INTERVAL, RelayConfig, RelayTransport, STREAM_AFTER, UDP_PROBE_INTERVAL,
+};
 pub use stats::Stats;
 pub use wg::{PeerConfig, PeerStats};
 

@@ -43,7 +43,7 @@ use crate::flow::{CloseReason, Flow, FlowId, FlowKind, FlowTable, TcpFlow, UdpFl
 use crate::packet::{self, FiveTuple, IPV4_HEADER, Inspected, UDP_HEADER};
 use crate::policy::Protocol;
 use crate::relay;
-use crate::relay_client::{Incoming, RelayClient, RelayConfig};
+use crate::relay_client::{Incoming, RelayClient, RelayConfig, RelayTransport};
 use crate::stack::{SOCKET_OVERHEAD, Stack};
 use crate::stats::Stats;
 use crate::wg::{Inbound, MIN_DST, OVERHEAD, PeerConfig, PeerStats, Sessions};
@@ -213,6 +213,30 @@ impl Node {
         self.relay.as_ref().and_then(RelayClient::observed)
     }
 
+    /// How relay frames reach the hub now; `None` without a relay.
+    pub fn relay_transport(&self) -> Option<RelayTransport> {
+        self.relay.as_ref().map(RelayClient::transport)
+    }
+
+    /// The driver's stream to the hub (asked for with [`Event::RelayStream`]) is open:
+    /// relay frames go over it, as datagrams to [`relay::STREAM_ENDPOINT`], and frames
+    /// read from it come in through [`Node::handle_datagram`] from that address.
+    pub fn handle_relay_stream_up(&mut self, now: Instant) {
+        self.now = now;
+        if let Some(relay) = &mut self.relay {
+            relay.stream_up(now);
+        }
+    }
+
+    /// The driver's stream to the hub failed or closed: frames go over UDP again, and
+    /// another stream is asked for after a wait if UDP still does not answer.
+    pub fn handle_relay_stream_down(&mut self, now: Instant) {
+        self.now = now;
+        if let Some(relay) = &mut self.relay {
+            relay.stream_down(now);
+        }
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.sessions.public_key()
     }
@@ -332,7 +356,7 @@ impl Node {
         let Some(relay) = self.relay.as_mut() else {
             return self.open_datagram(from, datagram, now);
         };
-        match relay.classify(from, datagram) {
+        match relay.classify(from, datagram, now) {
             Incoming::WireGuard { from, datagram } => self.open_datagram(from, datagram, now),
             Incoming::Introduction { relayed, candidate } => {
                 self.offer_direct(relayed, candidate, now);
@@ -402,11 +426,11 @@ impl Node {
     /// are dropped. A due relay bind comes before anything else.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(relay) = &mut self.relay
-            && let Some(bind) = relay.poll_bind(self.now)
+            && let Some((bind, dst)) = relay.poll_bind(self.now)
         {
             buf.get_mut(..bind.len())?.copy_from_slice(&bind);
             return Some(Transmit {
-                dst: relay.addr(),
+                dst,
                 offset: 0,
                 len: bind.len(),
             });
@@ -508,6 +532,11 @@ impl Node {
         if let Some(peer) = self.sessions.poll_completed() {
             return Some(Event::HandshakeCompleted { peer });
         }
+        if let Some(relay) = &mut self.relay
+            && let Some(open) = relay.poll_stream(self.now)
+        {
+            return Some(Event::RelayStream { open });
+        }
         self.events.pop_front()
     }
 
@@ -528,7 +557,7 @@ impl Node {
             Some(self.next_timers),
             Some(self.next_udp_sweep),
             self.stack_deadline,
-            self.relay.as_ref().map(RelayClient::next_bind),
+            self.relay.as_ref().map(RelayClient::next_timeout),
         ]
         .into_iter()
         .flatten()

@@ -178,6 +178,41 @@ pub fn synthetic_endpoint(slot: u64) -> SocketAddr {
     SocketAddr::V6(SocketAddrV6::new(ip, 1, 0, 0))
 }
 
+/// Where a node sends relay frames, and from where it is handed them, while a stream to
+/// the hub carries them: an address in the synthetic prefix that no slot uses, so the
+/// core sees one more endpoint and its driver knows to use the stream.
+pub const STREAM_ENDPOINT: SocketAddr = stream_client(0);
+
+/// The hub relay's name for the agent on its stream number `id` (a synthetic address
+/// outside the slots'), so its tables treat UDP and stream clients alike.
+pub const fn stream_client(id: u64) -> SocketAddr {
+    let [a, b, c] = SYNTHETIC_PREFIX;
+    let ip = Ipv6Addr::new(
+        a,
+        b,
+        c,
+        1,
+        (id >> 48) as u16,
+        (id >> 32) as u16,
+        (id >> 16) as u16,
+        id as u16,
+    );
+    SocketAddr::V6(SocketAddrV6::new(ip, 2, 0, 0))
+}
+
+/// Whether `addr` is a stream client's (see [`stream_client`]).
+pub fn is_stream_client(addr: SocketAddr) -> bool {
+    let SocketAddr::V6(v6) = addr else {
+        return false;
+    };
+    let s = v6.ip().segments();
+    s[..3] == SYNTHETIC_PREFIX && s[3] == 1
+}
+
+/// The `Upgrade` token of the hub's relay stream (`GET /v1/relay` on its API listener).
+/// On the stream, each relay frame is sent as a 2-byte big-endian length and the frame.
+pub const STREAM_UPGRADE: &str = "connect-relay/1";
+
 /// The relay slot behind a synthetic endpoint, `None` for a real address.
 pub fn slot_of(endpoint: SocketAddr) -> Option<u64> {
     let SocketAddr::V6(v6) = endpoint else {

@@ -12,6 +12,36 @@ use crate::relay::{self, Frame};
 
 /// How often an agent re-binds its relay slot: keeps NAT mappings open and binds fresh.
 pub const BIND_INTERVAL: Duration = Duration::from_secs(15);
+/// UDP binds unanswered for this long, and the node asks for a stream to the hub
+/// ([`crate::Event::RelayStream`]) to carry its relay frames instead.
+pub const STREAM_AFTER: Duration = Duration::from_secs(2);
+/// While frames go over the stream, UDP is asked again this often; an answer moves them
+/// back.
+pub const UDP_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// An unanswered UDP bind is sent again after this long (a lost datagram is not a block).
+const BIND_RETRY: Duration = Duration::from_secs(1);
+/// After a stream fails, the next is asked for after this long, doubling up to
+/// [`REDIAL_MAX`] until one carries a frame.
+const REDIAL_MIN: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(30);
+
+/// How relay frames reach the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTransport {
+    /// Datagrams to the relay's UDP address.
+    Udp,
+    /// A stream to the hub's HTTPS port, for networks that drop UDP.
+    Stream,
+}
+
+/// Where the stream is, as the node knows it from its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Unwanted,
+    /// Asked for; the driver is dialling.
+    Wanted,
+    Up,
+}
 
 /// The hub relay a node can reach peers through (see [`crate::relay`]).
 #[derive(Clone)]
@@ -70,8 +100,17 @@ impl WallClock {
 pub(crate) struct RelayClient {
     config: RelayConfig,
     clock: WallClock,
-    next_bind: Instant,
     observed: Option<SocketAddr>,
+    next_udp_bind: Instant,
+    /// When the first UDP bind since the last UDP answer went out; `None` while UDP
+    /// answers.
+    unanswered_since: Option<Instant>,
+    stream: StreamState,
+    next_stream_bind: Instant,
+    redial_at: Instant,
+    redial_wait: Duration,
+    /// A change for the driver: `true` open a stream, `false` close it.
+    stream_change: Option<bool>,
 }
 
 impl RelayClient {
@@ -81,16 +120,35 @@ impl RelayClient {
         Self {
             config,
             clock: WallClock { at: now, unix_ms },
-            next_bind: now,
             observed: None,
+            next_udp_bind: now,
+            unanswered_since: None,
+            stream: StreamState::Unwanted,
+            next_stream_bind: now,
+            redial_at: now,
+            redial_wait: REDIAL_MIN,
+            stream_change: None,
         }
     }
 
+    /// Where frames to relayed peers go now: the relay's UDP address, or
+    /// [`relay::STREAM_ENDPOINT`] while the stream carries them.
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.config.addr
+        match self.transport() {
+            RelayTransport::Udp => self.config.addr,
+            RelayTransport::Stream => relay::STREAM_ENDPOINT,
+        }
     }
 
-    /// Our public address as the relay saw it, once it answered a bind.
+    pub(crate) fn transport(&self) -> RelayTransport {
+        if self.stream == StreamState::Up {
+            RelayTransport::Stream
+        } else {
+            RelayTransport::Udp
+        }
+    }
+
+    /// Our public address as the relay saw it, once it answered a bind over UDP.
     pub(crate) fn observed(&self) -> Option<SocketAddr> {
         self.observed
     }
@@ -100,50 +158,139 @@ impl RelayClient {
         self.clock = WallClock { at: now, unix_ms };
     }
 
-    pub(crate) fn next_bind(&self) -> Instant {
-        self.next_bind
-    }
-
-    /// The bind to send now, when one is due.
-    pub(crate) fn poll_bind(&mut self, now: Instant) -> Option<[u8; relay::BIND_LEN]> {
-        if now < self.next_bind {
-            return None;
+    /// When something is due: a bind, or asking for a stream.
+    pub(crate) fn next_timeout(&self) -> Instant {
+        let mut next = self.next_udp_bind;
+        if self.stream == StreamState::Up {
+            next = next.min(self.next_stream_bind);
         }
-        self.next_bind = now + BIND_INTERVAL;
-        Some(relay::write_bind(
-            &self.config.key,
-            self.config.slot,
-            self.clock.unix_ms(now),
-        ))
+        if let Some(want) = self.stream_due() {
+            next = next.min(want);
+        }
+        next
     }
 
-    /// Sorts one datagram from the socket.
+    /// When UDP will have gone unanswered long enough to ask for a stream.
+    fn stream_due(&self) -> Option<Instant> {
+        let since = self.unanswered_since?;
+        (self.stream == StreamState::Unwanted).then(|| (since + STREAM_AFTER).max(self.redial_at))
+    }
+
+    /// The bind to send now and where to, when one is due. Over the stream while it is
+    /// up (and again shortly after each UDP probe, which may have moved our slot to a
+    /// UDP address whose answers cannot reach us); over UDP on its own schedule: every
+    /// [`BIND_INTERVAL`] while answered, every [`BIND_RETRY`] while not, every
+    /// [`UDP_PROBE_INTERVAL`] while the stream carries the frames.
+    pub(crate) fn poll_bind(
+        &mut self,
+        now: Instant,
+    ) -> Option<([u8; relay::BIND_LEN], SocketAddr)> {
+        let dst = if self.stream == StreamState::Up && now >= self.next_stream_bind {
+            self.next_stream_bind = now + BIND_INTERVAL;
+            relay::STREAM_ENDPOINT
+        } else if now >= self.next_udp_bind {
+            self.unanswered_since.get_or_insert(now);
+            if self.stream == StreamState::Up {
+                self.next_udp_bind = now + UDP_PROBE_INTERVAL;
+                self.next_stream_bind = self.next_stream_bind.min(now + STREAM_AFTER);
+            } else {
+                self.next_udp_bind = now + BIND_RETRY;
+            }
+            self.config.addr
+        } else {
+            return None;
+        };
+        let bind = relay::write_bind(&self.config.key, self.config.slot, self.clock.unix_ms(now));
+        Some((bind, dst))
+    }
+
+    /// `Some(true)` when the driver should open a stream to the hub, `Some(false)` when
+    /// it should close it; each change is reported once.
+    pub(crate) fn poll_stream(&mut self, now: Instant) -> Option<bool> {
+        if self.stream_due().is_some_and(|due| now >= due) {
+            tracing::info!("relay: no answer over UDP; asking for a stream to the hub");
+            self.stream = StreamState::Wanted;
+            self.stream_change = Some(true);
+        }
+        self.stream_change.take()
+    }
+
+    /// The driver's stream is open: frames go over it from now on, starting with a bind.
+    pub(crate) fn stream_up(&mut self, now: Instant) {
+        match self.stream {
+            StreamState::Wanted => {
+                self.stream = StreamState::Up;
+                self.next_stream_bind = now;
+                self.next_udp_bind = self.next_udp_bind.max(now + UDP_PROBE_INTERVAL);
+            }
+            // UDP answered meanwhile: the stream is not needed after all.
+            StreamState::Unwanted => self.stream_change = Some(false),
+            StreamState::Up => {}
+        }
+    }
+
+    /// The driver's stream failed or closed: frames go over UDP until the next one is up,
+    /// which is asked for again after a wait that grows with each failure.
+    pub(crate) fn stream_down(&mut self, now: Instant) {
+        if self.stream == StreamState::Unwanted {
+            return;
+        }
+        self.stream = StreamState::Unwanted;
+        self.redial_at = now + self.redial_wait;
+        self.redial_wait = (self.redial_wait * 2).min(REDIAL_MAX);
+    }
+
+    /// Sorts one datagram from the socket, or one frame from the stream when `from` is
+    /// [`relay::STREAM_ENDPOINT`].
     ///
     /// Frames are recognised by their magic, not by their source address: a hub bound to
     /// a wildcard address answers from whichever of its addresses faces us. Nothing is
     /// trusted for it: relayed payloads are WireGuard and authenticate themselves, a
     /// forged introduction costs one probe a second at most (see `path`), and a forged
-    /// bind answer changes only the address `status` reports.
-    pub(crate) fn classify<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Incoming<'a> {
+    /// bind answer changes only the address `status` reports and moves frames back to
+    /// UDP, which the stream takes over again if UDP does not answer.
+    pub(crate) fn classify<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &'a [u8],
+        now: Instant,
+    ) -> Incoming<'a> {
+        let via_stream = from == relay::STREAM_ENDPOINT;
         match relay::parse(datagram) {
             Some(Frame::Data { slot, payload }) => Incoming::WireGuard {
                 from: relay::synthetic_endpoint(slot),
                 datagram: payload,
             },
+            Some(Frame::BindAck { .. }) if via_stream => {
+                self.redial_wait = REDIAL_MIN;
+                Incoming::Nothing
+            }
             Some(Frame::BindAck { observed, .. }) => {
-                if self.observed != Some(observed) {
-                    tracing::info!(%observed, "relay sees us at");
-                }
-                self.observed = Some(observed);
+                self.udp_answered(observed, now);
                 Incoming::Nothing
             }
             Some(Frame::PeerAt { slot, addr }) if self.config.direct => Incoming::Introduction {
                 relayed: relay::synthetic_endpoint(slot),
                 candidate: addr,
             },
-            None if self.config.direct => Incoming::WireGuard { from, datagram },
+            None if self.config.direct && !via_stream => Incoming::WireGuard { from, datagram },
             Some(Frame::Bind { .. } | Frame::PeerAt { .. }) | None => Incoming::Nothing,
         }
+    }
+
+    fn udp_answered(&mut self, observed: SocketAddr, now: Instant) {
+        if self.observed != Some(observed) {
+            tracing::info!(%observed, "relay sees us at");
+        }
+        self.observed = Some(observed);
+        self.unanswered_since = None;
+        self.next_udp_bind = now + BIND_INTERVAL;
+        if self.stream != StreamState::Unwanted {
+            tracing::info!("relay: UDP answers again; closing the stream to the hub");
+            self.stream = StreamState::Unwanted;
+            self.stream_change = Some(false);
+        }
+        self.redial_wait = REDIAL_MIN;
     }
 
     /// Frames a sealed datagram for a peer behind `slot`: the `len` bytes at
@@ -158,6 +305,7 @@ impl RelayClient {
         at: usize,
         len: usize,
     ) -> Option<(usize, usize, SocketAddr)> {
+        let dst = self.addr();
         let start = if at >= relay::DATA_HEADER {
             at - relay::DATA_HEADER
         } else {
@@ -168,7 +316,7 @@ impl RelayClient {
             0
         };
         relay::write_data_header(&mut buf[start..], slot);
-        Some((start, relay::DATA_HEADER + len, self.config.addr))
+        Some((start, relay::DATA_HEADER + len, dst))
     }
 }
 
@@ -189,7 +337,8 @@ mod tests {
     fn binds_are_due_at_once_then_every_interval_with_the_wall_clock() {
         let now = Instant::now();
         let mut client = RelayClient::new(config(true), now, 1_000_000);
-        let bind = client.poll_bind(now).expect("due at once");
+        let (bind, dst) = client.poll_bind(now).expect("due at once");
+        assert_eq!(dst, config(true).addr);
         let Some(Frame::Bind { id, unix_ms, mac }) = relay::parse(&bind) else {
             panic!("not a bind");
         };
@@ -201,9 +350,12 @@ mod tests {
             &mac,
             unix_ms
         ));
+        let observed = SocketAddr::from(([198, 51, 100, 1], 9));
+        let ack = relay::write_bind_ack(5, observed);
+        client.classify(config(true).addr, &ack, now);
         assert!(client.poll_bind(now + Duration::from_secs(1)).is_none());
         let later = now + BIND_INTERVAL;
-        let bind = client.poll_bind(later).expect("due again");
+        let (bind, _) = client.poll_bind(later).expect("due again");
         let Some(Frame::Bind { unix_ms, .. }) = relay::parse(&bind) else {
             panic!("not a bind");
         };
@@ -218,28 +370,31 @@ mod tests {
         relay::write_data_header(&mut frame, 77);
         let mut relayed_only = RelayClient::new(config(false), now, 0);
         assert_eq!(
-            relayed_only.classify(from, &frame),
+            relayed_only.classify(from, &frame, now),
             Incoming::WireGuard {
                 from: relay::synthetic_endpoint(77),
                 datagram: &[0, 0]
             }
         );
         assert_eq!(
-            relayed_only.classify(from, &[1, 0, 0, 0]),
+            relayed_only.classify(from, &[1, 0, 0, 0], now),
             Incoming::Nothing
         );
         let peer_at = relay::write_peer_at(77, from);
-        assert_eq!(relayed_only.classify(from, &peer_at), Incoming::Nothing);
+        assert_eq!(
+            relayed_only.classify(from, &peer_at, now),
+            Incoming::Nothing
+        );
         let mut direct = RelayClient::new(config(true), now, 0);
         assert_eq!(
-            direct.classify(from, &peer_at),
+            direct.classify(from, &peer_at, now),
             Incoming::Introduction {
                 relayed: relay::synthetic_endpoint(77),
                 candidate: from
             }
         );
         let ack = relay::write_bind_ack(5, from);
-        assert_eq!(direct.classify(from, &ack), Incoming::Nothing);
+        assert_eq!(direct.classify(from, &ack, now), Incoming::Nothing);
         assert_eq!(direct.observed(), Some(from));
     }
 
@@ -269,5 +424,108 @@ mod tests {
                 payload: b"xyz"
             })
         );
+    }
+
+    /// Binds sent: when (ms) and where to.
+    type Binds = Vec<(u64, SocketAddr)>;
+
+    /// Drives a client for `secs` seconds in 100 ms steps, answering UDP binds when
+    /// `udp_answers` says so at that second; returns the stream changes reported with
+    /// when they came, and where each bind went.
+    fn drive(
+        client: &mut RelayClient,
+        start: Instant,
+        secs: u64,
+        udp_answers: impl Fn(u64) -> bool,
+    ) -> (Vec<(u64, bool)>, Binds) {
+        let (mut changes, mut binds) = (Vec::new(), Vec::new());
+        for step in 0..secs * 10 {
+            let now = start + Duration::from_millis(step * 100);
+            let ms = step * 100;
+            while let Some(open) = client.poll_stream(now) {
+                changes.push((ms, open));
+                if open {
+                    client.stream_up(now);
+                }
+            }
+            while let Some((_, dst)) = client.poll_bind(now) {
+                binds.push((ms, dst));
+                if dst != relay::STREAM_ENDPOINT && udp_answers(ms / 1000) {
+                    let ack = relay::write_bind_ack(5, SocketAddr::from(([198, 51, 100, 1], 9)));
+                    client.classify(dst, &ack, now);
+                }
+            }
+        }
+        (changes, binds)
+    }
+
+    #[test]
+    fn unanswered_udp_asks_for_a_stream_and_an_answer_moves_frames_back() {
+        let start = Instant::now();
+        let mut client = RelayClient::new(config(true), start, 0);
+        // UDP dropped for the first 12 seconds, then open.
+        let (changes, binds) = drive(&mut client, start, 20, |second| second >= 12);
+        assert_eq!(
+            changes.first(),
+            Some(&(STREAM_AFTER.as_millis() as u64, true))
+        );
+        let (closed_at, _) = changes[1];
+        assert!(!changes[1].1, "{changes:?}");
+        assert!((12_000..=12_000 + UDP_PROBE_INTERVAL.as_millis() as u64).contains(&closed_at));
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        // Over the stream: a bind at once, and again after each unanswered probe.
+        assert!(
+            binds.contains(&(2_000, relay::STREAM_ENDPOINT)),
+            "{binds:?}"
+        );
+        let probes = binds
+            .iter()
+            .filter(|(ms, dst)| (2_000..12_000).contains(ms) && *dst == config(true).addr)
+            .count();
+        assert!(
+            (1..=2).contains(&probes),
+            "UDP probes while on the stream: {binds:?}"
+        );
+        assert_eq!(client.transport(), RelayTransport::Udp);
+        assert_eq!(client.addr(), config(true).addr);
+    }
+
+    #[test]
+    fn a_failed_stream_is_asked_for_again_after_a_growing_wait() {
+        let start = Instant::now();
+        let mut client = RelayClient::new(config(true), start, 0);
+        let mut asked = Vec::new();
+        for step in 0..600 {
+            let now = start + Duration::from_millis(step * 100);
+            while client.poll_bind(now).is_some() {}
+            if client.poll_stream(now) == Some(true) {
+                asked.push(step * 100);
+                client.stream_down(now);
+            }
+        }
+        let gaps: Vec<u64> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..4], &[1_000, 2_000, 4_000, 8_000], "{asked:?}");
+        assert!(gaps.iter().all(|&gap| gap <= REDIAL_MAX.as_millis() as u64));
+        assert_eq!(client.transport(), RelayTransport::Udp);
+    }
+
+    #[test]
+    fn the_stream_carries_frames_only_while_up_and_not_plain_wireguard() {
+        let start = Instant::now();
+        let mut client = RelayClient::new(config(true), start, 0);
+        drive(&mut client, start, 3, |_| false);
+        assert_eq!(client.transport(), RelayTransport::Stream);
+        let mut buf = vec![0u8; 64];
+        let (_, _, dst) = client
+            .frame(9, &mut buf, relay::DATA_HEADER, 3)
+            .expect("room");
+        assert_eq!(dst, relay::STREAM_ENDPOINT);
+        assert_eq!(
+            client.classify(relay::STREAM_ENDPOINT, &[1, 0, 0, 0], start),
+            Incoming::Nothing,
+            "unframed bytes over the stream are not WireGuard"
+        );
+        client.stream_down(start + Duration::from_secs(3));
+        assert_eq!(client.transport(), RelayTransport::Udp);
     }
 }

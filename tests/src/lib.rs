@@ -327,6 +327,73 @@ impl Net {
         }
     }
 
+    /// Makes the router of the host [`Net::behind_nat`] made for `role` drop every UDP
+    /// datagram its LAN sends out, as corporate and hotel firewalls do; TCP still passes.
+    pub fn block_udp(&self, role: &str) {
+        let router = self.router(role);
+        router.ok("nft", &["add", "table", "ip", "connect_block"]);
+        router.ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "connect_block",
+                "out",
+                "{ type filter hook forward priority -10 ; }",
+            ],
+        );
+        router.ok(
+            "nft",
+            &[
+                "add",
+                "rule",
+                "ip",
+                "connect_block",
+                "out",
+                "meta",
+                "l4proto",
+                "udp",
+                "drop",
+            ],
+        );
+    }
+
+    /// Makes `role`'s router forward nothing at all: what its LAN reaches is the router
+    /// itself (a proxy running there, say).
+    pub fn block_all(&self, role: &str) {
+        let router = self.router(role);
+        router.ok("nft", &["add", "table", "ip", "connect_block"]);
+        router.ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip",
+                "connect_block",
+                "out",
+                "{ type filter hook forward priority -10 ; policy drop ; }",
+            ],
+        );
+    }
+
+    /// Lets UDP through `role`'s router again (undoes [`Net::block_udp`]).
+    pub fn unblock_udp(&self, role: &str) {
+        self.router(role)
+            .ok("nft", &["delete", "table", "ip", "connect_block"]);
+    }
+
+    /// The router [`Net::behind_nat`] made for `role`.
+    pub fn router(&self, role: &str) -> &Netns {
+        let name = format!("{}-{role}nat", self.prefix);
+        &self
+            .routers
+            .iter()
+            .find(|router| router.ns.name == name)
+            .unwrap_or_else(|| panic!("no router for {role}"))
+            .ns
+    }
+
     /// The hub's address as seen from host `n` (each link has its own).
     pub fn hub_ip(n: u8) -> String {
         format!("10.77.{n}.1")
@@ -374,6 +441,64 @@ impl Drop for Net {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A throwaway CA (`ca.pem`) and a certificate from it for `san` (`hub.pem`, `hub.key`)
+/// in `dir`; `san` as openssl writes it, e.g. `DNS:localhost,IP:10.77.1.1`.
+pub fn certificates(dir: &Path, san: &str) {
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = ["-x509", "-days", "1", "-subj", "/CN=connect test CA"];
+    let (ca_key, ca_pem) = (at("ca.key"), at("ca.pem"));
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(ca);
+    args.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    run("openssl", &args);
+    let (key, csr) = (at("hub.key"), at("hub.csr"));
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-subj",
+        "/CN=connect test hub",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    run("openssl", &args);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    let (ext, pem) = (at("ext.cnf"), at("hub.pem"));
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+    );
 }
 
 /// A TCP echo server on loopback for the life of the test process; returns its port.

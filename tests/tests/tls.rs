@@ -3,86 +3,18 @@
 //! `X-Forwarded-Proto: https`. On loopback; no root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use connect_e2e::*;
 use serde_json::Value;
 
-/// A throwaway CA and a certificate from it for `localhost` and `*.share.localhost`.
-fn certificates(dir: &Path) {
-    let at = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=connect test CA",
-            "-keyout",
-            &at("ca.key"),
-            "-out",
-            &at("ca.pem"),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            &at("hub.key"),
-            "-out",
-            &at("hub.csr"),
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,DNS:*.share.localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &at("hub.csr"),
-            "-CA",
-            &at("ca.pem"),
-            "-CAkey",
-            &at("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &at("ext.cnf"),
-            "-out",
-            &at("hub.pem"),
-        ],
-    );
-}
-
 #[test]
 fn a_public_share_is_served_over_tls_by_name() {
     let dir = std::env::temp_dir().join(format!("connect-e2e-tls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    certificates(&dir);
+    certificates(&dir, "DNS:localhost,DNS:*.share.localhost");
     let ca = dir.join("ca.pem").to_str().unwrap().to_owned();
     let port = free_port();
     let hub_url = format!("https://localhost:{port}");

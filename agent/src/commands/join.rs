@@ -200,6 +200,7 @@ async fn open_tunnel(joined: &Joined, args: &JoinArgs) -> anyhow::Result<Tunnel>
             Netstack::spawn(config, socket)?
         }
     };
+    net.set_relay_dialer(joined.hub.relay_dialer()).await?;
     net.set_relay(RelayConfig {
         addr: crate::hub::resolve_relay(&share.relay).await?,
         slot: joined.guest.relay_id,

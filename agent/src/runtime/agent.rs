@@ -10,13 +10,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use connect_api::{HubPeer, JoinedPeer, StreamEvent};
 use connect_netstack::io::{Netstack, PeerSet};
-use connect_netstack::{Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, Route, Target, relay};
+use connect_netstack::{
+    Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, RelayTransport, Route, Target, relay,
+};
 use serde_json::json;
 
 use super::policy::policy_of;
 use super::shares::ShareBook;
 use crate::code::{Role, ShareCode};
 use crate::config::LocalShare;
+use crate::hub::Hub;
 use crate::output;
 
 /// WireGuard keepalive towards joiners: keeps the relay's and NATs' mappings warm.
@@ -229,10 +232,14 @@ impl<'a> Agent<'a> {
     pub(super) async fn status(
         &self,
         name: &str,
-        hub: &str,
+        hub: &Hub,
         relay: SocketAddr,
     ) -> serde_json::Value {
+        let hub_endpoint = hub.endpoint();
         let snapshot = self.net.stats().await.ok();
+        let over_stream = snapshot
+            .as_ref()
+            .is_some_and(|s| s.relay_transport == Some(RelayTransport::Stream));
         let now = time::OffsetDateTime::now_utc();
         let peers: Vec<_> = snapshot
             .as_ref()
@@ -240,16 +247,22 @@ impl<'a> Agent<'a> {
             .unwrap_or_default()
             .into_iter()
             .map(|peer| {
-                let is_hub = self.hub_peer.is_some_and(|h| h.public_key.0 == peer.public_key.to_bytes());
-                let agent = self
-                    .joined
-                    .get(&peer.public_key)
-                    .map_or(if is_hub { "hub (public URLs)" } else { "unknown" }, |j| j.agent.as_str());
-                let relayed = peer.endpoint.and_then(relay::slot_of).is_some();
+                let is_hub = self
+                    .hub_peer
+                    .is_some_and(|h| h.public_key.0 == peer.public_key.to_bytes());
+                let agent = self.joined.get(&peer.public_key).map_or(
+                    if is_hub {
+                        "hub (public URLs)"
+                    } else {
+                        "unknown"
+                    },
+                    |j| j.agent.as_str(),
+                );
+                let (path, endpoint) = path_of(peer.endpoint, over_stream, &hub_endpoint, relay);
                 json!({
                     "agent": agent,
-                    "path": if relayed { "relayed" } else { "direct" },
-                    "endpoint": if relayed { Some(relay.to_string()) } else { peer.endpoint.map(|e| e.to_string()) },
+                    "path": path,
+                    "endpoint": endpoint,
                     "rx_bytes": peer.rx_bytes,
                     "tx_bytes": peer.tx_bytes,
                     "last_handshake": peer.last_handshake.map(|ago| output::rfc3339(now - ago)),
@@ -258,12 +271,30 @@ impl<'a> Agent<'a> {
             .collect();
         json!({
             "agent": name,
-            "hub": hub,
+            "hub": hub.url(),
             "up": true,
             "hub_connected": self.hub_connected,
             "shares": self.shares.live().map(|s| json!({"name": s.name, "machine_ip": s.machine_ip})).collect::<Vec<_>>(),
             "peers": peers,
         })
+    }
+}
+
+/// The contract's path of a peer and the endpoint it goes to: the peer's own address
+/// when direct, the relay's when relayed over UDP, the hub's (`HOST:PORT`) over a stream.
+fn path_of(
+    endpoint: Option<SocketAddr>,
+    over_stream: bool,
+    hub: &str,
+    relay: SocketAddr,
+) -> (&'static str, Option<String>) {
+    match endpoint {
+        Some(endpoint) if relay::slot_of(endpoint).is_none() => {
+            ("direct", Some(endpoint.to_string()))
+        }
+        None => ("direct", None),
+        Some(_) if over_stream => ("relayed-tcp", Some(hub.to_owned())),
+        Some(_) => ("relayed", Some(relay.to_string())),
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         key: relay::relay_key(&token),
         direct: crate::config::direct_paths(),
     };
+    net.set_relay_dialer(hub.relay_dialer()).await?;
     net.set_relay(relay.clone()).await?;
     let control = control::listen(&ctx.paths.socket()).await?;
     let started = Started {
@@ -130,7 +131,7 @@ async fn answer(agent: &mut Agent<'_>, started: &Started, request: Request) -> s
     match request {
         Request::Status => {
             agent
-                .status(&started.name, started.hub.url(), started.relay.addr)
+                .status(&started.name, &started.hub, started.relay.addr)
                 .await
         }
         // `connect share` wrote a new share: serve its address and URL now.

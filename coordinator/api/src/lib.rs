@@ -28,6 +28,8 @@ pub mod routes {
     pub const SHARE_SSH_KEY: &str = "/v1/shares/{lookup}/ssh-key";
     pub const JOIN: &str = "/v1/join";
     pub const STREAM: &str = "/v1/stream";
+    /// Upgraded to a relay stream when UDP to the relay is blocked.
+    pub const RELAY: &str = "/v1/relay";
 }
 
 /// A WireGuard public key, base64 on the wire like `wg` prints it.

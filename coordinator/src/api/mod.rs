@@ -5,6 +5,7 @@
 mod agents;
 pub mod join;
 mod ops;
+mod relay;
 mod services;
 mod shares;
 mod ssh;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::SHARE_SSH_KEY, get(ssh::key))
         .route(routes::JOIN, post(join::join))
         .route(routes::STREAM, get(stream::stream))
+        .route(routes::RELAY, get(relay::open))
         .fallback(|| async { ApiError::NotFound("no such route") })
 }
 

@@ -1,12 +1,14 @@
 //! What the handle and the flow tasks tell the node task, and what it hands a flow back.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{DriverError, Snapshot};
+use super::relay_stream::RelayDialer;
 use crate::flow::FlowId;
 use crate::relay_client::RelayConfig;
 use crate::wg::PeerConfig;
@@ -38,6 +40,13 @@ pub(super) enum Command {
     ),
     Stats(oneshot::Sender<Snapshot>),
     SetRelay(RelayConfig, oneshot::Sender<()>),
+    SetRelayDialer(Arc<dyn RelayDialer>, oneshot::Sender<()>),
+    /// The stream task of this generation reached the hub.
+    RelayStreamUp(u64),
+    /// The stream task of this generation ended (or never reached the hub).
+    RelayStreamDown(u64),
+    /// A frame the hub sent over the stream.
+    RelayFrame(Bytes),
     SetAddresses(Vec<Ipv4Addr>, oneshot::Sender<()>),
     /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
     Data(FlowId, Bytes),

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,10 +15,11 @@ use tokio_util::task::TaskTracker;
 use super::batch::BatchSocket;
 use super::command::{Chunk, Command};
 use super::node_task::NodeTask;
+use super::relay_stream::RelayDialer;
 use super::tun::TunIo;
 use crate::flow::FlowId;
 use crate::node::{Node, NodeConfig};
-use crate::relay_client::RelayConfig;
+use crate::relay_client::{RelayConfig, RelayTransport};
 use crate::stats::Stats;
 use crate::wg::{PeerConfig, PeerStats};
 use crate::{Error, PublicKey};
@@ -158,6 +160,16 @@ impl Netstack {
         Ok(self.call(|reply| Command::RemovePeer(key, reply)).await??)
     }
 
+    /// How to reach the hub over a stream when UDP to its relay goes unanswered (see
+    /// [`super::relay_stream`]). Without one, the node stays on UDP.
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`] when the tunnel is gone.
+    pub async fn set_relay_dialer(&self, dialer: Arc<dyn RelayDialer>) -> Result<(), DriverError> {
+        self.call(|reply| Command::SetRelayDialer(dialer, reply))
+            .await
+    }
+
     /// Uses a hub relay from now on: binds the slot at once and every 15 s after.
     ///
     /// # Errors
@@ -254,4 +266,6 @@ pub struct Snapshot {
     pub peers: Vec<PeerStats>,
     /// Our public address as the relay saw it, once it answered a bind.
     pub relay_observed: Option<SocketAddr>,
+    /// How relay frames reach the hub now; `None` without a relay.
+    pub relay_transport: Option<RelayTransport>,
 }

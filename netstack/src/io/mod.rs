@@ -10,6 +10,7 @@
 //! - [`batch`]: UDP in batches (GSO sends, GRO and recvmmsg receives) through quinn-udp.
 //! - `tun`: the TUN device with the kernel's TCP offloads, through tun-rs.
 //! - `peer_set`: [`PeerSet`], a group of peers kept equal to a list its owner recomputes.
+//! - [`relay_stream`]: relay frames over a stream to the hub when UDP is blocked.
 //! - `spin`: polling for a moment after a quiet wake-up instead of sleeping.
 //!
 //! Every queue between a socket and the stack is bounded, and a slow reader slows its
@@ -22,6 +23,7 @@ mod flow_task;
 mod handle;
 mod node_task;
 mod peer_set;
+pub mod relay_stream;
 mod spin;
 mod tun;
 

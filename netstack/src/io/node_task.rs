@@ -20,6 +20,7 @@ use super::batch::{BatchSocket, RecvBatch, Run, SendBatch};
 use super::command::{CHUNK, Chunk, Command, FLOW_QUEUE};
 use super::flow_task::{FlowEnds, bridge_stream, serve_tcp, serve_udp};
 use super::handle::{DriverError, Snapshot};
+use super::relay_stream::{self, RelayDialer, StreamLink};
 use super::spin::Spin;
 use super::tun::TunIo;
 use crate::event::Event;
@@ -102,6 +103,11 @@ pub(super) struct NodeTask {
     send_batch: SendBatch,
     /// Where flow data is read from the node before it is handed to a flow task.
     chunk_buf: Vec<u8>,
+    /// How to open a stream to the hub when UDP to its relay is blocked.
+    relay_dialer: Option<Arc<dyn RelayDialer>>,
+    /// The stream task, while one is wanted.
+    relay_stream: Option<StreamLink>,
+    stream_generation: u64,
 }
 
 impl NodeTask {
@@ -124,6 +130,9 @@ impl NodeTask {
             commands,
             flows: HashMap::new(),
             handshakes: HashMap::new(),
+            relay_dialer: None,
+            relay_stream: None,
+            stream_generation: 0,
             cancel: cancel.clone(),
             tasks: tasks.clone(),
         }
@@ -239,6 +248,12 @@ impl NodeTask {
         self.send_batch.set_max_segments(self.socket.max_segments());
         loop {
             while let Some(transmit) = self.node.poll_transmit(self.send_batch.tail()) {
+                if transmit.dst == relay::STREAM_ENDPOINT {
+                    if let Some(stream) = &self.relay_stream {
+                        stream.send(&self.send_batch.tail()[transmit.range()]);
+                    }
+                    continue;
+                }
                 if let Some(run) = self
                     .send_batch
                     .push(transmit.offset, transmit.len, transmit.dst)
@@ -328,6 +343,7 @@ impl NodeTask {
                     flow_memory,
                     peers: self.node.peers(),
                     relay_observed: self.node.relay_observed(),
+                    relay_transport: self.node.relay_transport(),
                 });
             }
             Command::SetAddresses(addresses, reply) => {
@@ -337,6 +353,25 @@ impl NodeTask {
             Command::SetRelay(config, reply) => {
                 self.node.set_relay(config, now, super::unix_ms());
                 let _ = reply.send(());
+            }
+            Command::SetRelayDialer(dialer, reply) => {
+                self.relay_dialer = Some(dialer);
+                let _ = reply.send(());
+            }
+            Command::RelayStreamUp(generation) => {
+                if self.current_stream(generation) {
+                    self.node.handle_relay_stream_up(now);
+                }
+            }
+            Command::RelayStreamDown(generation) => {
+                if self.current_stream(generation) {
+                    self.relay_stream = None;
+                    self.node.handle_relay_stream_down(now);
+                }
+            }
+            Command::RelayFrame(frame) => {
+                self.node
+                    .handle_datagram(relay::STREAM_ENDPOINT, &frame, now);
             }
             Command::Data(flow, bytes) => {
                 if let Some(io) = self.flows.get_mut(&flow) {
@@ -399,6 +434,7 @@ impl NodeTask {
                 }
                 self.pull_from_node(flow);
             }
+            Event::RelayStream { open } => self.relay_stream(open),
             Event::HandshakeCompleted { peer } => {
                 for waiter in self.handshakes.remove(peer.as_bytes()).unwrap_or_default() {
                     let _ = waiter.send(());
@@ -417,6 +453,34 @@ impl NodeTask {
                     }
                 }
             }
+        }
+    }
+
+    fn current_stream(&self, generation: u64) -> bool {
+        self.relay_stream
+            .as_ref()
+            .is_some_and(|stream| stream.generation == generation)
+    }
+
+    /// Starts or stops the stream to the hub as the node asks; without a dialer (the
+    /// hub's own peer, on the relay's machine) the node stays on UDP.
+    fn relay_stream(&mut self, open: bool) {
+        if !open {
+            self.relay_stream = None;
+            return;
+        }
+        let Some(dialer) = self.relay_dialer.clone() else {
+            return;
+        };
+        if self.relay_stream.is_none() {
+            self.stream_generation += 1;
+            self.relay_stream = Some(relay_stream::spawn(
+                dialer,
+                self.stream_generation,
+                self.commands.clone(),
+                &self.tasks,
+                &self.cancel,
+            ));
         }
     }
 
