@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,8 +53,11 @@ struct FlowIo {
     dial: Option<DialWaiter>,
 }
 
+type DialReply = oneshot::Sender<Result<DuplexStream, DriverError>>;
+type UdpReply = oneshot::Sender<Result<(FlowId, mpsc::Receiver<Chunk>), Error>>;
+
 struct DialWaiter {
-    reply: oneshot::Sender<Result<DuplexStream, DriverError>>,
+    reply: DialReply,
     to_real: mpsc::Receiver<Chunk>,
 }
 
@@ -311,40 +315,10 @@ impl NodeTask {
             Command::Handshake(key, reply) => {
                 let _ = reply.send(self.handshake(key));
             }
-            Command::DialTcp(dst, reply) => match self.node.connect_tcp(dst, now) {
-                Ok(flow) => {
-                    let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
-                    let mut io = FlowIo::new(to_real, &self.cancel);
-                    io.dial = Some(DialWaiter {
-                        reply,
-                        to_real: from_node,
-                    });
-                    self.flows.insert(flow, io);
-                }
-                Err(err) => {
-                    let _ = reply.send(Err(err.into()));
-                }
-            },
-            Command::DialUdp(dst, reply) => match self.node.open_udp(dst, now) {
-                Ok(flow) => {
-                    let (to_real, from_node) = mpsc::channel(FLOW_QUEUE * 16);
-                    self.flows.insert(flow, FlowIo::new(to_real, &self.cancel));
-                    let _ = reply.send(Ok((flow, from_node)));
-                }
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                }
-            },
+            Command::DialTcp(dst, reply) => self.dial_tcp(dst, reply, now),
+            Command::DialUdp(dst, reply) => self.dial_udp(dst, reply, now),
             Command::Stats(reply) => {
-                let (flows, flow_memory) = self.node.flow_usage();
-                let _ = reply.send(Snapshot {
-                    stats: self.node.stats(),
-                    flows,
-                    flow_memory,
-                    peers: self.node.peers(),
-                    relay_observed: self.node.relay_observed(),
-                    relay_transport: self.node.relay_transport(),
-                });
+                let _ = reply.send(self.snapshot());
             }
             Command::SetAddresses(addresses, reply) => {
                 self.node.set_addresses(addresses);
@@ -453,6 +427,48 @@ impl NodeTask {
                     }
                 }
             }
+        }
+    }
+
+    fn dial_tcp(&mut self, dst: SocketAddrV4, reply: DialReply, now: Instant) {
+        match self.node.connect_tcp(dst, now) {
+            Ok(flow) => {
+                let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
+                let mut io = FlowIo::new(to_real, &self.cancel);
+                io.dial = Some(DialWaiter {
+                    reply,
+                    to_real: from_node,
+                });
+                self.flows.insert(flow, io);
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err.into()));
+            }
+        }
+    }
+
+    fn dial_udp(&mut self, dst: SocketAddrV4, reply: UdpReply, now: Instant) {
+        match self.node.open_udp(dst, now) {
+            Ok(flow) => {
+                let (to_real, from_node) = mpsc::channel(FLOW_QUEUE * 16);
+                self.flows.insert(flow, FlowIo::new(to_real, &self.cancel));
+                let _ = reply.send(Ok((flow, from_node)));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let (flows, flow_memory) = self.node.flow_usage();
+        Snapshot {
+            stats: self.node.stats(),
+            flows,
+            flow_memory,
+            peers: self.node.peers(),
+            relay_observed: self.node.relay_observed(),
+            relay_transport: self.node.relay_transport(),
         }
     }
 
