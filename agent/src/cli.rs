@@ -44,6 +44,8 @@ pub enum Command {
     Share(ShareArgs),
     /// Join a share: the shared machine appears at a static 172.16.x.x address.
     Join(JoinArgs),
+    /// What the network allows: UDP, NAT kind, IPv6, proxy, hub round trip; a verdict.
+    Netcheck,
     /// The forced command of a `--ssh-once` key (run by sshd, not by people).
     #[command(hide = true)]
     SshOnce {

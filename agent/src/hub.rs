@@ -124,6 +124,11 @@ impl Hub {
         self.post(routes::AGENTS, request).await
     }
 
+    /// Where netcheck probes go; needs no token.
+    pub async fn netcheck_info(&self) -> anyhow::Result<NetcheckInfo> {
+        self.get(routes::NETCHECK).await
+    }
+
     pub async fn me(&self) -> anyhow::Result<AgentInfo> {
         self.get(routes::ME).await
     }

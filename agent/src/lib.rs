@@ -13,6 +13,7 @@ mod context;
 mod error;
 mod hub;
 mod logging;
+mod netcheck;
 mod output;
 mod runtime;
 mod socks;

@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// UDP: WireGuard relay and endpoint discovery (default: same as --listen).
     #[arg(long)]
     pub udp: Option<SocketAddr>,
+    /// UDP: a second port that only answers `connect netcheck` probes, so agents learn
+    /// whether their NAT keeps a port across destinations (default: the --udp port + 1;
+    /// none if that cannot be bound).
+    #[arg(long)]
+    pub probe_udp: Option<SocketAddr>,
     /// Public share URLs are http(s)://NAME.DOMAIN.
     #[arg(long, default_value = "share.localhost")]
     pub domain: String,

@@ -17,6 +17,7 @@ pub mod ids;
 mod keys;
 pub mod metrics;
 mod own_thread;
+mod probe;
 mod proxy;
 pub mod public_url;
 pub mod relay;

@@ -224,7 +224,8 @@ impl RelayTable {
                 self.by_addr.insert(from, id);
                 Verdict::Reply(relay::write_bind_ack(id, from))
             }
-            Some(Frame::BindAck { .. } | Frame::PeerAt { .. }) | None => {
+            Some(Frame::Probe { nonce }) => Verdict::Reply(relay::write_probe_ack(nonce, from)),
+            Some(Frame::BindAck { .. } | Frame::PeerAt { .. } | Frame::ProbeAck { .. }) | None => {
                 Verdict::Drop("not a relay frame")
             }
         }

@@ -96,10 +96,19 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
             SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
         }
     };
+    let probe = bind_probe(args.probe_udp, udp_local).await?;
+    let probe_port = probe
+        .as_ref()
+        .and_then(|p| p.local_addr().ok())
+        .map(|a| a.port());
+    if let Some(probe) = probe {
+        tokio::spawn(crate::probe::serve(probe));
+    }
     let settings = Settings {
         domain: args.domain.clone(),
         public_url: public_url.clone(),
         relay: format!("{relay_host}:{}", udp_local.port()),
+        probe: probe_port.map(|port| format!("{relay_host}:{port}")),
         open_registration: args.open_registration,
     };
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
@@ -251,6 +260,31 @@ async fn serve_one<S>(
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .await;
+}
+
+/// The netcheck probe port: `--probe-udp`, else the relay's port + 1. A hub without one
+/// still works; `connect netcheck` then cannot tell the NAT kind.
+async fn bind_probe(
+    asked: Option<SocketAddr>,
+    relay: SocketAddr,
+) -> Result<Option<UdpSocket>, ServeError> {
+    if let Some(addr) = asked {
+        return UdpSocket::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Bind { addr, source });
+    }
+    let Some(port) = relay.port().checked_add(1).filter(|_| relay.port() != 0) else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(relay.ip(), port);
+    match UdpSocket::bind(addr).await {
+        Ok(socket) => Ok(Some(socket)),
+        Err(err) => {
+            tracing::warn!(%addr, %err, "no netcheck probe port");
+            Ok(None)
+        }
+    }
 }
 
 /// Resolves once shutdown was asked for (or its sender is gone).

@@ -19,6 +19,8 @@ pub struct Settings {
     pub public_url: crate::public_url::PublicUrl,
     /// The relay address agents should send to, `HOST:PORT`.
     pub relay: String,
+    /// The second UDP port that answers netcheck probes, `HOST:PORT`, when bound.
+    pub probe: Option<String>,
     pub open_registration: bool,
 }
 

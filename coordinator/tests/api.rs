@@ -60,6 +60,7 @@ impl Hub {
             domain: "share.localhost".into(),
             public_url: "http://hub.test:7070".parse().expect("url"),
             relay: "hub.test:7070".into(),
+            probe: None,
             open_registration,
         };
         let (state, inbox) =
@@ -607,6 +608,7 @@ async fn state_survives_reopening_the_database() {
             domain: "d".into(),
             public_url: "http://h".parse().expect("url"),
             relay: "h:1".into(),
+            probe: None,
             open_registration: true,
         };
         let (state, _rx) =
@@ -631,6 +633,7 @@ async fn state_survives_reopening_the_database() {
         domain: "d".into(),
         public_url: "http://h".parse().expect("url"),
         relay: "h:1".into(),
+        probe: None,
         open_registration: false,
     };
     let (state, _rx) =

@@ -22,6 +22,11 @@ const BIND: &[u8; 4] = b"CNB1";
 const BIND_ACK: &[u8; 4] = b"CNA1";
 const DATA: &[u8; 4] = b"CND1";
 const PEER_AT: &[u8; 4] = b"CNP1";
+const PROBE: &[u8; 4] = b"CNQ1";
+const PROBE_ACK: &[u8; 4] = b"CNR1";
+/// A probe's length, padding included: at least any answer's (30 bytes), so a probe with
+/// a forged source cannot make the hub send more than it received.
+pub const PROBE_LEN: usize = 32;
 const MAC_LEN: usize = 16;
 /// Bytes a data frame adds in front of a WireGuard datagram.
 pub const DATA_HEADER: usize = 12;
@@ -67,6 +72,10 @@ pub enum Frame<'a> {
     Data { slot: u64, payload: &'a [u8] },
     /// Relay → agent: the agent behind `slot`, which we relay for you, is at `addr`.
     PeerAt { slot: u64, addr: SocketAddr },
+    /// Anyone → hub: "where do you see me?" (`connect netcheck`; no slot, no key).
+    Probe { nonce: u64 },
+    /// Hub → prober: the address the probe came from.
+    ProbeAck { nonce: u64, observed: SocketAddr },
 }
 
 /// Parses a relay message; `None` for anything else (including plain WireGuard).
@@ -91,6 +100,16 @@ pub fn parse(datagram: &[u8]) -> Option<Frame<'_>> {
     if magic == PEER_AT {
         let addr = parse_address(datagram)?;
         return Some(Frame::PeerAt { slot: id, addr });
+    }
+    if magic == PROBE && datagram.len() == PROBE_LEN {
+        return Some(Frame::Probe { nonce: id });
+    }
+    if magic == PROBE_ACK {
+        let observed = parse_address(datagram)?;
+        return Some(Frame::ProbeAck {
+            nonce: id,
+            observed,
+        });
     }
     None
 }
@@ -142,6 +161,17 @@ pub fn write_bind_ack(id: u64, observed: SocketAddr) -> Vec<u8> {
 
 pub fn write_peer_at(slot: u64, addr: SocketAddr) -> Vec<u8> {
     write_addressed(PEER_AT, slot, addr)
+}
+
+pub fn write_probe(nonce: u64) -> [u8; PROBE_LEN] {
+    let mut out = [0u8; PROBE_LEN];
+    out[..4].copy_from_slice(PROBE);
+    out[4..12].copy_from_slice(&nonce.to_be_bytes());
+    out
+}
+
+pub fn write_probe_ack(nonce: u64, observed: SocketAddr) -> Vec<u8> {
+    write_addressed(PROBE_ACK, nonce, observed)
 }
 
 fn write_addressed(magic: &[u8; 4], id: u64, addr: SocketAddr) -> Vec<u8> {
@@ -287,6 +317,17 @@ mod tests {
             Some(Frame::Data {
                 slot: 9,
                 payload: b"abc"
+            })
+        );
+        assert_eq!(parse(&write_probe(5)), Some(Frame::Probe { nonce: 5 }));
+        assert_eq!(parse(&write_probe(5)[..20]), None, "an unpadded probe");
+        let ack = write_probe_ack(5, v6);
+        assert!(ack.len() <= PROBE_LEN, "an answer larger than the probe");
+        assert_eq!(
+            parse(&ack),
+            Some(Frame::ProbeAck {
+                nonce: 5,
+                observed: v6
             })
         );
         assert_eq!(parse(&[1, 0, 0, 0, 5, 5, 5, 5, 5, 5, 5, 5, 5]), None);

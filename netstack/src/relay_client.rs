@@ -274,7 +274,13 @@ impl RelayClient {
                 candidate: addr,
             },
             None if self.config.direct && !via_stream => Incoming::WireGuard { from, datagram },
-            Some(Frame::Bind { .. } | Frame::PeerAt { .. }) | None => Incoming::Nothing,
+            Some(
+                Frame::Bind { .. }
+                | Frame::PeerAt { .. }
+                | Frame::Probe { .. }
+                | Frame::ProbeAck { .. },
+            )
+            | None => Incoming::Nothing,
         }
     }
 

@@ -284,19 +284,7 @@ impl Net {
                 "{ type nat hook postrouting priority 100 ; }",
             ],
         );
-        r.ok(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "ip",
-                "nat",
-                "post",
-                "oifname",
-                &uplink,
-                "masquerade",
-            ],
-        );
+        masquerade(r, &uplink, &[]);
         // Like a home router, nothing unsolicited reaches the router itself from outside.
         // (Without it, Linux keeps state for a peer's first probe that then clashes with
         // our own mapping toward that peer, and hole punching through both NATs fails.)
@@ -377,6 +365,20 @@ impl Net {
         );
     }
 
+    /// Makes `role`'s router pick a random public port for each new mapping, as
+    /// carrier-grade and some enterprise NATs do: a port kept for one destination is not
+    /// the one another sees (an endpoint-dependent NAT).
+    pub fn randomise_nat_ports(&self, role: &str) {
+        let router = self.router_host(role);
+        // The router's uplink is `{prefix}x{N}` for its address 10.77.N.2.
+        let n = router.ip.split('.').nth(2).unwrap();
+        let uplink = format!("{}x{n}", self.prefix);
+        router
+            .ns
+            .ok("nft", &["flush", "chain", "ip", "nat", "post"]);
+        masquerade(&router.ns, &uplink, &["fully-random"]);
+    }
+
     /// Lets UDP through `role`'s router again (undoes [`Net::block_udp`]).
     pub fn unblock_udp(&self, role: &str) {
         self.router(role)
@@ -385,13 +387,15 @@ impl Net {
 
     /// The router [`Net::behind_nat`] made for `role`.
     pub fn router(&self, role: &str) -> &Netns {
+        &self.router_host(role).ns
+    }
+
+    fn router_host(&self, role: &str) -> &Host {
         let name = format!("{}-{role}nat", self.prefix);
-        &self
-            .routers
+        self.routers
             .iter()
             .find(|router| router.ns.name == name)
             .unwrap_or_else(|| panic!("no router for {role}"))
-            .ns
     }
 
     /// The hub's address as seen from host `n` (each link has its own).
@@ -416,6 +420,22 @@ impl Net {
         }
         Proc::start(&self.dir, what, &mut command, pipe_stdout)
     }
+}
+
+/// Masquerades what leaves `router` by `uplink` (with nft's `masquerade` options `extra`).
+fn masquerade(router: &Netns, uplink: &str, extra: &[&str]) {
+    let mut rule = vec![
+        "add",
+        "rule",
+        "ip",
+        "nat",
+        "post",
+        "oifname",
+        uplink,
+        "masquerade",
+    ];
+    rule.extend_from_slice(extra);
+    router.ok("nft", &rule);
 }
 
 /// A veth pair from `upper` (end `a`, SUBNET.1/24) to `lower` (end `b`, SUBNET.2/24), both

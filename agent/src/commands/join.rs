@@ -12,9 +12,9 @@ use connect_api::{
     JoinRequest, JoinResponse, Protocol as WireProtocol, RegisterRequest, RegisterResponse,
     StreamEvent, WireKey,
 };
-use connect_netstack::RelayConfig;
 use connect_netstack::io::Netstack;
 use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
+use connect_netstack::{RelayConfig, RelayTransport};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
@@ -218,6 +218,13 @@ async fn open_tunnel(joined: &Joined, args: &JoinArgs) -> anyhow::Result<Tunnel>
     })
     .await?;
     wait_for_handshake(&net, sharer).await?;
+    if net
+        .stats()
+        .await
+        .is_ok_and(|s| s.relay_transport == Some(RelayTransport::Stream))
+    {
+        eprintln!("[!] {}", crate::netcheck::TCP_FALLBACK_HINT);
+    }
     let net = Arc::new(net);
     let (forwards, socks) = if interface.is_some() {
         (Vec::new(), None)

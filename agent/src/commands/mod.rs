@@ -4,6 +4,7 @@
 mod down;
 mod expose;
 mod join;
+mod netcheck;
 mod share;
 pub(crate) mod ssh_once;
 mod status;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Expose(args) => expose::run(&ctx, args).await,
         Command::Share(args) => share::run(&ctx, args).await,
         Command::Join(args) => join::run(&ctx, args).await,
+        Command::Netcheck => netcheck::run(&ctx).await,
         Command::SshOnce { .. } => Ok(ExitCode::FAILURE),
     }
 }

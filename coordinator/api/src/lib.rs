@@ -28,6 +28,8 @@ pub mod routes {
     pub const SHARE_SSH_KEY: &str = "/v1/shares/{lookup}/ssh-key";
     pub const JOIN: &str = "/v1/join";
     pub const STREAM: &str = "/v1/stream";
+    /// Where `connect netcheck` sends its UDP probes; no token needed.
+    pub const NETCHECK: &str = "/v1/netcheck";
     /// Upgraded to a relay stream when UDP to the relay is blocked.
     pub const RELAY: &str = "/v1/relay";
 }
@@ -190,6 +192,16 @@ pub struct RegisterResponse {
     pub relay_id: u64,
     /// Where the relay listens, as agents should dial it (`HOST:PORT`).
     pub relay: String,
+}
+
+/// `GET /v1/netcheck`: the hub's UDP ports for probes, as `HOST:PORT`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetcheckInfo {
+    /// The relay's port, which answers probes too.
+    pub relay: String,
+    /// A second port that answers only probes, when the hub has one.
+    #[serde(default)]
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(routes::HEALTHZ, get(ops::healthz))
         .route(routes::METRICS, get(ops::metrics))
+        .route(routes::NETCHECK, get(ops::netcheck))
         .route(routes::AGENTS, post(agents::register))
         .route(routes::ME, get(agents::me))
         .route(routes::SERVICES, get(services::list).post(services::add))

@@ -1,11 +1,14 @@
-//! `/healthz` and `/metrics` (Prometheus text).
+//! `/healthz`, `/metrics` (Prometheus text) and `/v1/netcheck`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+
+use connect_api::NetcheckInfo;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,6 +21,14 @@ pub async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiE
         .await
         .map_err(|_| ApiError::Unavailable("database unreachable"))?;
     Ok("ok\n")
+}
+
+/// Where netcheck probes go; open to anyone, like the ports themselves.
+pub async fn netcheck(State(state): State<AppState>) -> Json<NetcheckInfo> {
+    Json(NetcheckInfo {
+        relay: state.settings.relay.clone(),
+        probe: state.settings.probe.clone(),
+    })
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -83,7 +83,13 @@ impl SimRelay {
                 vec![(from, relay::write_bind_ack(id, from))]
             }
             Some(Frame::Data { slot, payload }) => self.forward(from, slot, payload, now),
-            Some(Frame::BindAck { .. } | Frame::PeerAt { .. }) | None => Vec::new(),
+            Some(
+                Frame::BindAck { .. }
+                | Frame::PeerAt { .. }
+                | Frame::Probe { .. }
+                | Frame::ProbeAck { .. },
+            )
+            | None => Vec::new(),
         }
     }
 
