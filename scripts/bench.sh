@@ -3,7 +3,8 @@
 #  1. the data plane in one process (criterion; sealing rate as the ceiling);
 #  2. as root: iperf3 through the tunnel between network namespaces this script makes,
 #     TUN joiner and user-space joiner, each over the direct path and through the hub's
-#     relay (CONNECT_RELAY_ONLY=1), against iperf3 over the same links without the tunnel;
+#     relay (CONNECT_RELAY_ONLY=1) and through the hub over TCP (UDP to the hub dropped),
+#     against iperf3 over the same links without the tunnel;
 #     the relay's datagrams/s and CPU; the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
 #  3. as root: public HTTP through the hub's reverse proxy (wrk: requests/s and p99 for
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -eq 0 ]; then
-  bash scripts/install-packages.sh iperf3 wrk curl nginx-light ethtool
+  bash scripts/install-packages.sh iperf3 wrk curl nginx-light ethtool nftables
 fi
 
 echo "==> building (release)"
@@ -249,6 +250,36 @@ read -r userx _ _ _ <<<"$(measure "${address%:*}" "${address##*:}")"
 read -r userx_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
 stop_join
 
+# TUN joiner through the hub over TCP: both hosts drop UDP to the hub (relay and probe
+# ports), so both agents carry their relay frames on a stream to the hub's API port (no
+# direct path either: stream clients get no introductions). The sharer restarts on each
+# change so it binds at once instead of at its next refresh.
+start_sharer() {
+  ip netns exec "$p-sharer" "$bin/connect" "${alice[@]}" up --name alice >>"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
+  for _ in $(seq 200); do on sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
+}
+restart_sharer() { kill "$sharer_pid"; wait "$sharer_pid" 2>/dev/null || true; start_sharer; }
+hub_udp() { # hub_udp drop|allow
+  for ns in sharer joiner; do
+    if [ "$1" = drop ]; then
+      on "$ns" nft add table ip cbench
+      on "$ns" nft add chain ip cbench out '{ type filter hook output priority 0 ; }'
+      on "$ns" nft add rule ip cbench out ip daddr 10.88.0.0/16 udp dport '{ 7070, 7071 }' drop
+    else
+      on "$ns" nft delete table ip cbench
+    fi
+  done
+}
+hub_udp drop; restart_sharer
+start_join bob3 0
+machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
+tcp_path=$(on sharer "$bin/connect" "${alice[@]}" --json status | python3 -c 'import json,sys; print(",".join(sorted({p["path"] for p in json.load(sys.stdin)["peers"]})))')
+tcp_rtt_pinned=$(rtt_pinned "$machine" 7777 "$join_pid" "$echo_pid $sharer_pid $hub_pid")
+read -r tunt _ _ tcp_cpu <<<"$(measure "$machine" 5201)"
+read -r tunt_r _ _ _ <<<"$(measure "$machine" 5201 -R)"
+stop_join
+hub_udp allow; restart_sharer
+
 ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
 ratios() { # ratios UP DOWN BASE_UP BASE_DOWN → "x% / y%"
   echo "$(ratio "$1" "$3") / $(ratio "$2" "$4")"
@@ -263,6 +294,7 @@ row "direct over the same veth links" "$direct" "$direct_r" "-"
 row "direct, veth MTU 1420 without offloads (one packet per crossing)" "$single" "$single_r" "-"
 row "TUN joiner, direct path" "$tun" "$tun_r" "$tun_relayed / $tun_r_relayed Gbit/s"
 row "TUN joiner, through the hub relay" "$tunx" "$tunx_r" "$relay_gbps Gbit/s"
+row "TUN joiner, through the hub over TCP (UDP to the hub dropped; paths: $tcp_path)" "$tunt" "$tunt_r" "hub CPU $tcp_cpu%"
 row "user-space joiner, direct path" "$user" "$user_r" "$user_relayed Gbit/s"
 row "user-space joiner, through the hub relay" "$userx" "$userx_r" "-"
 echo
@@ -342,6 +374,7 @@ echo "| 64 B round trip, TUN joiner, direct path, median, unpinned | $tun_rtt µ
 echo "| … pinned, one CPU per side (client and joiner on CPU 0, service and sharer on CPU 1) | $tun_rtt_pinned µs | $direct_rtt_pinned µs |"
 echo "| … pinned, client on CPU 0 and the whole path (both agents, service) on CPU 1 | $tun_rtt_squeezed µs | $direct_rtt_pinned µs |"
 echo "| 64 B round trip, TUN joiner, through the relay, pinned one CPU per side (hub with the sharer) | $relay_rtt_pinned µs | $direct_rtt_pinned µs |"
+echo "| 64 B round trip, TUN joiner, through the hub over TCP, pinned the same way | $tcp_rtt_pinned µs | $direct_rtt_pinned µs |"
 echo "| \`connect join\` to the first byte of a TCP connection (TUN) | $first_byte ms | - |"
 echo "| hub API, SQLite, 4 keep-alive clients: shares created/s, joins/s | $shares_per_s / $joins_per_s | - |"
 
@@ -352,6 +385,7 @@ printf '%s\t%s\n' \
   "one packet per crossing, up" "$single" "one packet per crossing, down" "$single_r" \
   "TUN direct path, up" "$tun" "TUN direct path, down" "$tun_r" \
   "TUN via relay, up" "$tunx" "TUN via relay, down" "$tunx_r" \
+  "TUN via relay over TCP, up" "$tunt" "TUN via relay over TCP, down" "$tunt_r" \
   "user space direct, up" "$user" "user space direct, down" "$user_r" \
   "user space via relay, up" "$userx" "user space via relay, down" "$userx_r" \
   | "$bin/bench-chart" "$chart" "One TCP stream through the tunnel (iperf3, 2 vCPUs)" "Gbit/s"
