@@ -5,6 +5,7 @@
 //! per subcommand) → `runtime/` (the running agent and its control socket) → `hub.rs` (the
 //! hub's API), `config.rs`/`context.rs` (files and settings), and `connect-netstack`.
 
+mod candidates;
 mod cli;
 mod code;
 mod commands;

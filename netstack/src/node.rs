@@ -263,6 +263,28 @@ impl Node {
         self.sessions.add(peer).map(|_| ())
     }
 
+    /// Addresses where the peer says it may be reached directly (its LAN addresses, from
+    /// the hub): each gets a handshake probe at once and every 2 s for 30 s while the
+    /// path is relayed; an answer from one makes the path direct, as an introduction's
+    /// does. At most 8 are kept.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`] when no such peer is configured.
+    pub fn set_candidates(
+        &mut self,
+        key: &PublicKey,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> Result<(), Error> {
+        self.now = now;
+        if !self.sessions.set_candidates(key, candidates, now) {
+            return Err(Error::UnknownPeer);
+        }
+        self.sessions
+            .probe_candidates(now, &mut self.scratch, &mut self.control);
+        Ok(())
+    }
+
     /// Removes a peer and ends all its flows at once (`Closed` with `PeerRemoved`).
     ///
     /// # Errors
@@ -408,6 +430,8 @@ impl Node {
         if now >= self.next_timers {
             self.sessions
                 .update_timers(now, &mut self.scratch, &mut self.control);
+            self.sessions
+                .probe_candidates(now, &mut self.scratch, &mut self.control);
             self.next_timers = now + TIMER_PERIOD;
         }
         if now >= self.next_udp_sweep {

@@ -21,6 +21,11 @@ const DIRECT_SILENCE: Duration = Duration::from_secs(15);
 /// Least time between two probes of one peer: introductions may be forged, so each is
 /// worth one small datagram at most this often.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A peer's own candidate addresses (its LAN addresses, passed on by the hub) are probed
+/// this often, for this long after they arrive, and at most this many.
+const CANDIDATE_INTERVAL: Duration = Duration::from_secs(2);
+const CANDIDATE_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const MAX_CANDIDATES: usize = 8;
 
 /// What an authenticated datagram says about the way back to its sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +58,12 @@ pub(crate) struct Path {
     /// When a direct path last proved itself.
     direct_heard: Option<Instant>,
     last_probe: Option<Instant>,
+    /// Where the peer says it may be reached directly (two peers behind one NAT that
+    /// does not hairpin find each other only this way).
+    candidates: Vec<SocketAddr>,
+    /// The next candidate probe, while the window lasts.
+    next_candidates: Option<Instant>,
+    candidates_until: Option<Instant>,
 }
 
 fn is_relay(endpoint: SocketAddr) -> bool {
@@ -66,7 +77,35 @@ impl Path {
             relay: endpoint.filter(|e| is_relay(*e)),
             direct_heard: None,
             last_probe: None,
+            candidates: Vec::new(),
+            next_candidates: None,
+            candidates_until: None,
         }
+    }
+
+    /// The peer's candidate addresses: probed at once, then every [`CANDIDATE_INTERVAL`]
+    /// for [`CANDIDATE_WINDOW`] while the path is still relayed.
+    pub(crate) fn set_candidates(&mut self, candidates: &[SocketAddr], now: Instant) {
+        self.candidates = candidates
+            .iter()
+            .copied()
+            .filter(|c| !is_relay(*c))
+            .take(MAX_CANDIDATES)
+            .collect();
+        self.next_candidates = Some(now);
+        self.candidates_until = Some(now + CANDIDATE_WINDOW);
+    }
+
+    /// The candidates to probe now (one initiation, sent to each: the first answer wins).
+    pub(crate) fn due_candidates(&mut self, now: Instant) -> &[SocketAddr] {
+        let due = self.next_candidates.is_some_and(|at| at <= now)
+            && self.candidates_until.is_some_and(|until| now < until)
+            && !self.is_direct();
+        if !due {
+            return &[];
+        }
+        self.next_candidates = Some(now + CANDIDATE_INTERVAL);
+        &self.candidates
     }
 
     /// The relay's address for this peer, once known.
@@ -204,5 +243,31 @@ mod tests {
         path.tick(now + DIRECT_SILENCE * 2);
         assert_eq!(path.endpoint, Some(moved), "no relay to fall back to");
         assert!(!path.should_probe(direct(), now));
+    }
+
+    #[test]
+    fn candidates_are_probed_every_interval_for_a_window_while_relayed() {
+        let now = Instant::now();
+        let mut path = Path::new(Some(relay::synthetic_endpoint(9)));
+        let many: Vec<SocketAddr> = (0..20u16)
+            .map(|i| SocketAddr::from(([192, 168, 1, 2], 40000 + i)))
+            .collect();
+        path.set_candidates(&many, now);
+        assert_eq!(path.due_candidates(now).len(), MAX_CANDIDATES);
+        assert!(
+            path.due_candidates(now + Duration::from_millis(500))
+                .is_empty()
+        );
+        assert_eq!(
+            path.due_candidates(now + CANDIDATE_INTERVAL).len(),
+            MAX_CANDIDATES
+        );
+        assert!(
+            path.due_candidates(now + CANDIDATE_WINDOW).is_empty(),
+            "past the window"
+        );
+        path.set_candidates(&many[..1], now);
+        path.heard(many[0], Heard::Answer, now);
+        assert!(path.due_candidates(now).is_empty(), "already direct");
     }
 }

@@ -453,6 +453,48 @@ impl Sessions {
         }
     }
 
+    /// The peer's candidate addresses (see [`Path::set_candidates`]).
+    pub(crate) fn set_candidates(
+        &mut self,
+        key: &PublicKey,
+        candidates: &[SocketAddr],
+        now: Instant,
+    ) -> bool {
+        let Some(peer) = self
+            .index_of(key)
+            .and_then(|index| self.peers.get_mut(&index))
+        else {
+            return false;
+        };
+        peer.path.set_candidates(candidates, now);
+        true
+    }
+
+    /// Sends each peer with candidates due one handshake initiation, the same bytes to
+    /// every candidate: the peer answers the first copy that reaches it (later copies
+    /// are replays), and that answer makes the path direct.
+    pub(crate) fn probe_candidates(
+        &mut self,
+        now: Instant,
+        dst: &mut [u8],
+        control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    ) {
+        for peer in self.peers.values_mut() {
+            let due = peer.path.due_candidates(now);
+            if due.is_empty() {
+                continue;
+            }
+            if let TunnResult::WriteToNetwork(out) =
+                peer.tunn.format_handshake_initiation(dst, true)
+            {
+                for candidate in due {
+                    tracing::debug!(%candidate, "probing a candidate address");
+                    control.push_back((*candidate, out.to_vec()));
+                }
+            }
+        }
+    }
+
     pub(crate) fn route_ipv4(&self, dst: Ipv4Addr) -> Option<u32> {
         if let Some(index) = self.hosts.get(&dst) {
             return Some(*index);

@@ -15,6 +15,17 @@ pub struct Sharer {
     pub config: String,
 }
 
+impl Sharer {
+    /// The sharing agent on `host`, its config in `net.dir/sharer/`.
+    pub fn on(net: &Net, host: Host) -> Self {
+        let config = net.dir.join("sharer/config.toml");
+        Self {
+            host,
+            config: config.to_str().unwrap().to_owned(),
+        }
+    }
+}
+
 /// The contract's `--json` shapes: these keys, whatever else.
 pub fn assert_keys(value: &Value, keys: &[&str]) {
     for key in keys {
@@ -184,4 +195,42 @@ pub fn serve_random_file(net: &Net, ns: &Netns, name: &str, size: usize) -> (Pro
         .success()
     });
     (server, sha256_file(&file))
+}
+
+/// Exposes the sharer's `localhost:8080` as `web` and shares it; the code.
+pub fn share_web(sharer: &Sharer) -> String {
+    connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["expose", "localhost:8080", "--name", "web"],
+    );
+    let created: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "share"],
+    ))
+    .unwrap();
+    created["code"].as_str().unwrap().to_owned()
+}
+
+/// The sharer's view of its joiners (not the hub's own peer): (path, endpoint) of each.
+pub fn joiner_paths(sharer: &Sharer) -> Vec<(String, String)> {
+    let status: Value = serde_json::from_str(&connect_ok(
+        &sharer.host.ns,
+        &sharer.config,
+        &["--json", "status"],
+    ))
+    .unwrap();
+    status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["agent"] != "hub (public URLs)")
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["endpoint"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }

@@ -261,7 +261,6 @@ impl Net {
     pub fn behind_nat(&mut self, role: &str) -> Host {
         let router = self.host(&format!("{role}nat"));
         let n = self.hosts;
-        let uplink = format!("{}x{n}", self.prefix);
         let ns = Netns::new(format!("{}-{role}", self.prefix));
         wire(
             &router.ns,
@@ -270,6 +269,68 @@ impl Net {
             &format!("{}l{n}", self.prefix),
             &format!("192.168.{n}"),
         );
+        self.make_router(router);
+        Host {
+            ns,
+            ip: format!("192.168.{n}.2"),
+        }
+    }
+
+    /// Hosts on one private LAN (192.168.N.2, .3, … on a bridge) behind one NAT router
+    /// (as [`Net::behind_nat`]) that does not hairpin: a LAN host sending to the router's
+    /// public address reaches nobody, as on most home routers.
+    pub fn behind_one_nat(&mut self, role: &str, hosts: &[&str]) -> Vec<Host> {
+        let router = self.host(&format!("{role}nat"));
+        let n = self.hosts;
+        let lan = format!("{}br{n}", self.prefix);
+        let r = &router.ns;
+        r.ok("ip", &["link", "add", &lan, "type", "bridge"]);
+        r.ok(
+            "ip",
+            &["addr", "add", &format!("192.168.{n}.1/24"), "dev", &lan],
+        );
+        r.ok("ip", &["link", "set", &lan, "up"]);
+        let mut out = Vec::new();
+        for (i, name) in hosts.iter().enumerate() {
+            let ns = Netns::new(format!("{}-{name}", self.prefix));
+            let (a, b) = (
+                format!("{}b{n}{i}", self.prefix),
+                format!("{}c{n}{i}", self.prefix),
+            );
+            let ip = format!("192.168.{n}.{}", i + 2);
+            run(
+                "ip",
+                &["link", "add", &a, "type", "veth", "peer", "name", &b],
+            );
+            run("ip", &["link", "set", &a, "netns", &r.name]);
+            run("ip", &["link", "set", &b, "netns", &ns.name]);
+            r.ok("ip", &["link", "set", &a, "master", &lan, "up"]);
+            ns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", &b]);
+            ns.ok("ip", &["link", "set", &b, "up"]);
+            ns.ok(
+                "ip",
+                &["route", "add", "default", "via", &format!("192.168.{n}.1")],
+            );
+            out.push(Host { ns, ip });
+        }
+        let public = router.ip.clone();
+        self.make_router(router);
+        // No hairpin: what the LAN sends to the router's own public address goes nowhere.
+        self.router(role).ok(
+            "nft",
+            &[
+                "add", "rule", "ip", "filter", "input", "iifname", &lan, "ip", "daddr", &public,
+                "drop",
+            ],
+        );
+        out
+    }
+
+    /// Makes `router` (an ordinary host of this network) masquerade what leaves by its
+    /// uplink and, like a home router, refuse anything unsolicited from outside.
+    fn make_router(&mut self, router: Host) {
+        let n = router.ip.split('.').nth(2).unwrap().to_owned();
+        let uplink = format!("{}x{n}", self.prefix);
         let r = &router.ns;
         r.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         r.ok("nft", &["add", "table", "ip", "nat"]);
@@ -309,10 +370,6 @@ impl Net {
         );
         self.hub.ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         self.routers.push(router);
-        Host {
-            ns,
-            ip: format!("192.168.{n}.2"),
-        }
     }
 
     /// Makes the router of the host [`Net::behind_nat`] made for `role` drop every UDP

@@ -9,58 +9,19 @@ use connect_e2e::cluster::*;
 use connect_e2e::*;
 use serde_json::Value;
 
-/// The sharer's view of its peers: (path, endpoint) of each.
-fn peer_paths(sharer: &Sharer) -> Vec<(String, String)> {
-    let status: Value = serde_json::from_str(&connect_ok(
-        &sharer.host.ns,
-        &sharer.config,
-        &["--json", "status"],
-    ))
-    .unwrap();
-    status["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["path"].as_str().unwrap_or_default().to_owned(),
-                p["endpoint"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "needs root"]
 fn agents_behind_nat_go_direct_and_keep_working_without_the_hub() {
     assert!(is_root(), "run as root (scripts/test.sh does in CI)");
     let mut net = Net::new("d");
-    let sharer = Sharer {
-        host: net.behind_nat("sharer"),
-        config: net
-            .dir
-            .join("sharer/config.toml")
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    };
+    let sharer_host = net.behind_nat("sharer");
+    let sharer = Sharer::on(&net, sharer_host);
     let joiner = net.behind_nat("joiner");
     let (_http, digest) = serve_random_file(&net, &sharer.host.ns, "file.bin", 4 << 20);
     let mut hub = start_hub(&net, &net.dir.join("hub"));
     let _agent = start_agent(&net, &sharer);
-    connect_ok(
-        &sharer.host.ns,
-        &sharer.config,
-        &["expose", "localhost:8080", "--name", "web"],
-    );
-    let created: Value = serde_json::from_str(&connect_ok(
-        &sharer.host.ns,
-        &sharer.config,
-        &["--json", "share"],
-    ))
-    .unwrap();
-    let code = created["code"].as_str().unwrap();
-    let (_join, ready) = join(&net, &joiner, "joiner", code, &[]);
+    let code = share_web(&sharer);
+    let (_join, ready) = join(&net, &joiner, "joiner", &code, &[]);
     let machine = ready["machine_ip"].as_str().unwrap().to_owned();
     let url = format!("http://{machine}:8080/file.bin");
     let download = net.dir.join("download.bin");
@@ -79,9 +40,11 @@ fn agents_behind_nat_go_direct_and_keep_working_without_the_hub() {
     // path turns direct once a handshake has crossed both NATs.
     eventually("a direct path", Duration::from_secs(40), || {
         assert!(fetch(), "download through the tunnel failed");
-        peer_paths(&sharer).iter().any(|(path, _)| path == "direct")
+        joiner_paths(&sharer)
+            .iter()
+            .any(|(path, _)| path == "direct")
     });
-    let paths = peer_paths(&sharer);
+    let paths = joiner_paths(&sharer);
     let (_, endpoint) = paths.iter().find(|(path, _)| path == "direct").unwrap();
     // The joiner as its router's masquerade shows it, on the router's public address.
     assert!(endpoint.starts_with("10.77."), "{paths:?}");

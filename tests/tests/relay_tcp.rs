@@ -7,29 +7,6 @@ use std::time::Duration;
 
 use connect_e2e::cluster::*;
 use connect_e2e::*;
-use serde_json::Value;
-
-/// The sharer's view of its joiners (not the hub's own peer): (path, endpoint) of each.
-fn peer_paths(sharer: &Sharer) -> Vec<(String, String)> {
-    let status: Value = serde_json::from_str(&connect_ok(
-        &sharer.host.ns,
-        &sharer.config,
-        &["--json", "status"],
-    ))
-    .unwrap();
-    status["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["agent"] != "hub (public URLs)")
-        .map(|p| {
-            (
-                p["path"].as_str().unwrap_or_default().to_owned(),
-                p["endpoint"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
 
 struct Setup {
     net: Net,
@@ -45,15 +22,8 @@ struct Setup {
 /// outgoing UDP from the start. The sharer serves 50 MB of random bytes on port 8080.
 fn setup(tag: &str, blocked: &[&str]) -> Setup {
     let mut net = Net::new(tag);
-    let sharer = Sharer {
-        host: net.behind_nat("sharer"),
-        config: net
-            .dir
-            .join("sharer/config.toml")
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    };
+    let sharer_host = net.behind_nat("sharer");
+    let sharer = Sharer::on(&net, sharer_host);
     let joiner = net.behind_nat("joiner");
     for role in blocked {
         net.block_udp(role);
@@ -61,11 +31,6 @@ fn setup(tag: &str, blocked: &[&str]) -> Setup {
     let (http, digest) = serve_random_file(&net, &sharer.host.ns, "file.bin", 50 << 20);
     let hub = start_hub(&net, &net.dir.join("hub"));
     let agent = start_agent(&net, &sharer);
-    connect_ok(
-        &sharer.host.ns,
-        &sharer.config,
-        &["expose", "localhost:8080", "--name", "web"],
-    );
     Setup {
         net,
         sharer,
@@ -79,13 +44,7 @@ fn setup(tag: &str, blocked: &[&str]) -> Setup {
 
 impl Setup {
     fn share(&self) -> String {
-        let created: Value = serde_json::from_str(&connect_ok(
-            &self.sharer.host.ns,
-            &self.sharer.config,
-            &["--json", "share"],
-        ))
-        .unwrap();
-        created["code"].as_str().unwrap().to_owned()
+        share_web(&self.sharer)
     }
 
     /// Downloads the file through the tunnel into `name` (at most `rate` bytes/s when
@@ -116,7 +75,7 @@ fn both_sides_without_udp_share_over_the_hubs_tcp_port_and_move_to_udp_when_it_o
         setup.download(&machine, "first.bin", None),
         "50 MB over the TCP relay did not match"
     );
-    let paths = peer_paths(&setup.sharer);
+    let paths = joiner_paths(&setup.sharer);
     assert_eq!(paths.len(), 1, "{paths:?}");
     assert_eq!(paths[0].0, "relayed-tcp", "{paths:?}");
     assert_eq!(
@@ -139,7 +98,7 @@ fn both_sides_without_udp_share_over_the_hubs_tcp_port_and_move_to_udp_when_it_o
             "a direct path after UDP opened",
             Duration::from_secs(40),
             || {
-                peer_paths(&setup.sharer)
+                joiner_paths(&setup.sharer)
                     .iter()
                     .any(|(path, _)| path == "direct")
             },
@@ -164,7 +123,7 @@ fn a_joiner_without_udp_reaches_a_sharer_with_it() {
         "50 MB did not match"
     );
     // The sharer's own frames go over UDP; only the joiner's ride the stream.
-    let paths = peer_paths(&setup.sharer);
+    let paths = joiner_paths(&setup.sharer);
     assert_eq!(paths.len(), 1, "{paths:?}");
     assert_eq!(paths[0].0, "relayed", "{paths:?}");
 }

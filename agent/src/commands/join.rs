@@ -68,7 +68,10 @@ struct Tunnel {
 }
 
 pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
-    let joined = enter(ctx, &args.code).await?;
+    // The tunnel's socket comes first: its port goes with our LAN addresses to the sharer.
+    let socket = UdpSocket::bind("0.0.0.0:0").await?;
+    let candidates = crate::candidates::local(socket.local_addr()?.port());
+    let joined = enter(ctx, &args.code, candidates).await?;
     // With --ssh, the key is fetched and opened before any tunnel: a wrong password
     // fails at once.
     let ssh = if args.ssh {
@@ -83,7 +86,7 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
             println!("==> connect: Connecting to: {}", joined.share.name);
         }
     }
-    let tunnel = open_tunnel(&joined, &args).await?;
+    let tunnel = open_tunnel(&joined, &args, socket).await?;
     if let Some((user, key)) = ssh {
         let address = ssh_address(&tunnel, &joined.share)?;
         if ctx.json {
@@ -122,7 +125,11 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
 
 /// Registers a fresh guest identity (its own key and relay slot, so a join never disturbs
 /// an agent running on this machine), joins, and checks the sharer's key against the code.
-async fn enter(ctx: &Context, code: &str) -> anyhow::Result<Joined> {
+async fn enter(
+    ctx: &Context,
+    code: &str,
+    candidates: Vec<std::net::SocketAddr>,
+) -> anyhow::Result<Joined> {
     let code = ShareCode::parse(code).ok_or(Fail::ShareNotFound)?;
     let secret = StaticSecret::from(rand::random::<[u8; 32]>());
     let public = PublicKey::from(&secret);
@@ -144,6 +151,7 @@ async fn enter(ctx: &Context, code: &str) -> anyhow::Result<Joined> {
         .join(&JoinRequest {
             lookup: code.lookup(),
             key_mac: code.mac(Role::Joiner, public.as_bytes()),
+            candidates,
         })
         .await?;
     if !code.verify(
@@ -177,7 +185,11 @@ async fn open_ssh_key(joined: &Joined) -> anyhow::Result<(String, Zeroizing<Stri
 
 /// Brings the shared machine up: a TUN interface where the kernel allows one, else user
 /// space with local forwards and a SOCKS5 proxy; returns once WireGuard has a session.
-async fn open_tunnel(joined: &Joined, args: &JoinArgs) -> anyhow::Result<Tunnel> {
+async fn open_tunnel(
+    joined: &Joined,
+    args: &JoinArgs,
+    socket: UdpSocket,
+) -> anyhow::Result<Tunnel> {
     let share = &joined.share;
     let (tun, why) = if args.no_tun {
         (None, "--no-tun".to_owned())
@@ -190,7 +202,6 @@ async fn open_tunnel(joined: &Joined, args: &JoinArgs) -> anyhow::Result<Tunnel>
             ),
         }
     };
-    let socket = UdpSocket::bind("0.0.0.0:0").await?;
     let mut config = NodeConfig::new(joined.secret.clone());
     let interface = tun.as_ref().map(|t| t.name.clone());
     let net = match tun {

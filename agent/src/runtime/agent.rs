@@ -102,9 +102,13 @@ impl<'a> Agent<'a> {
                     return;
                 };
                 let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+                let candidates = peer.candidates.clone();
                 match self.joiners.put(self.net, config).await {
                     Ok(()) => self.welcome(key, peer).await,
-                    Err(err) => tracing::warn!(%err, "cannot add joiner"),
+                    Err(err) => return tracing::warn!(%err, "cannot add joiner"),
+                }
+                if !candidates.is_empty() {
+                    let _ = self.net.set_candidates(key, candidates).await;
                 }
             }
             StreamEvent::ShareCreated { .. } => self.reload_shares().await,

@@ -336,6 +336,10 @@ pub struct JoinRequest {
     pub lookup: String,
     /// MAC of the joiner's WireGuard key under the code, checked by the sharer.
     pub key_mac: String,
+    /// The joiner's own addresses (LAN interfaces, tunnel socket port), passed to the
+    /// sharer so two machines behind one NAT find each other directly.
+    #[serde(default)]
+    pub candidates: Vec<std::net::SocketAddr>,
 }
 
 /// Everything a joiner needs to reach the shared machine.
@@ -368,6 +372,10 @@ pub struct JoinedPeer {
     pub allowed_ip: Ipv4Addr,
     pub relay_id: u64,
     pub agent: String,
+    /// Where the joiner says it may be reached directly (see `JoinRequest`); the sharer
+    /// probes them. Empty in a snapshot.
+    #[serde(default)]
+    pub candidates: Vec<std::net::SocketAddr>,
 }
 
 /// What the hub pushes on an agent's stream (server-sent events, one JSON per event).

@@ -49,6 +49,7 @@ pub async fn stream(
             allowed_ip: joiner_ip(block, join.joiner_host),
             relay_id: join.relay_id,
             agent: join.agent_name,
+            candidates: Vec::new(),
         });
     }
     let snapshot = StreamEvent::Snapshot { peers };

@@ -3,6 +3,8 @@
 //! the joiner's MAC, which the sharer checks), then opens their relay pair. The hub
 //! cannot forge either MAC.
 
+use std::net::SocketAddr;
+
 use connect_api::{JoinRequest, JoinResponse, JoinedPeer, ShareState, StreamEvent, WireKey};
 
 use crate::addresses::{joiner_ip, machine_ip};
@@ -64,6 +66,7 @@ pub async fn join(
         allowed_ip: joiner_address,
         relay_id: agent.relay_id,
         agent: agent.name.clone(),
+        candidates: candidates(&req.candidates),
     };
     announce(state, &share.agent_id, sharer.relay_id, peer).await;
     tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
@@ -104,4 +107,18 @@ async fn announce(state: &AppState, sharer_agent: &str, sharer_slot: u64, peer: 
 /// a placeholder.
 fn stored_key(base64: &str, what: &str) -> Result<WireKey, ApiError> {
     WireKey::from_base64(base64).ok_or_else(|| ApiError::Internal(StoreError::Corrupt(what.into())))
+}
+
+/// A joiner's candidates as passed on to its sharer: at most 8, and only addresses a
+/// peer could be at (no loopback, unspecified, multicast or port 0).
+fn candidates(offered: &[SocketAddr]) -> Vec<SocketAddr> {
+    offered
+        .iter()
+        .filter(|addr| {
+            let ip = addr.ip();
+            addr.port() != 0 && !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast()
+        })
+        .take(8)
+        .copied()
+        .collect()
 }

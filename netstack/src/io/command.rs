@@ -24,6 +24,11 @@ pub(super) enum Command {
     AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), Error>>),
     RemovePeer(PublicKey, oneshot::Sender<Result<(), Error>>),
     ConnectPeer(PublicKey, oneshot::Sender<Result<(), Error>>),
+    SetCandidates(
+        PublicKey,
+        Vec<std::net::SocketAddr>,
+        oneshot::Sender<Result<(), Error>>,
+    ),
     /// Answers with a receiver that fires once the peer has a fresh session: at once when
     /// it has one, else after the handshake this starts.
     Handshake(

@@ -155,6 +155,18 @@ impl Netstack {
     }
 
     /// # Errors
+    /// As [`Node::set_candidates`], or [`DriverError::Stopped`].
+    pub async fn set_candidates(
+        &self,
+        key: PublicKey,
+        candidates: Vec<SocketAddr>,
+    ) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::SetCandidates(key, candidates, reply))
+            .await??)
+    }
+
+    /// # Errors
     /// As [`Node::remove_peer`], or [`DriverError::Stopped`].
     pub async fn remove_peer(&self, key: PublicKey) -> Result<(), DriverError> {
         Ok(self.call(|reply| Command::RemovePeer(key, reply)).await??)

@@ -312,6 +312,9 @@ impl NodeTask {
             Command::ConnectPeer(key, reply) => {
                 let _ = reply.send(self.node.connect_peer(&key));
             }
+            Command::SetCandidates(key, candidates, reply) => {
+                let _ = reply.send(self.node.set_candidates(&key, &candidates, now));
+            }
             Command::Handshake(key, reply) => {
                 let _ = reply.send(self.handshake(key));
             }
