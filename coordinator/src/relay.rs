@@ -27,6 +27,8 @@ const PER_SOURCE_PER_SECOND: u32 = 500_000;
 /// How often an agent is re-told where a peer it talks to through us is, while it does:
 /// each telling is a chance to punch through NAT, and a peer that moved is found again.
 const INTRODUCE_EVERY_MS: u64 = 2_000;
+/// Both sides of a pair count as talking through us when each sent within this long.
+const BOTH_WAYS_MS: u64 = 5_000;
 
 /// What a stream connection (relay frames over TCP/TLS, see `relay_stream`) tells the
 /// relay thread.
@@ -76,6 +78,8 @@ pub enum Verdict {
     Forward {
         to: SocketAddr,
         source: u64,
+        /// The destination's slot.
+        dest: u64,
         via: Option<IpAddr>,
     },
     /// Send this reply to the datagram's sender.
@@ -92,8 +96,10 @@ pub struct RelayTable {
     /// Live joins per (lower slot, higher slot); a count, since one pair can share twice.
     pairs: HashMap<(u64, u64), u32>,
     rate: HashMap<IpAddr, (u64, u32)>,
-    /// When `to` was last told where the agent in the slot is.
-    introduced: HashMap<(u64, SocketAddr), u64>,
+    /// When the two slots of a pair were last told where the other is.
+    introduced: HashMap<(u64, u64), u64>,
+    /// When we last forwarded from one slot to another.
+    forwarded: HashMap<(u64, u64), u64>,
 }
 
 fn pair(a: u64, b: u64) -> (u64, u64) {
@@ -137,33 +143,61 @@ impl RelayTable {
         entry.1 <= PER_SOURCE_PER_SECOND
     }
 
-    /// After forwarding from slot `source` (at `from`) to `to`: the `PeerAt` frame that
-    /// tells `to` where `source` is, when it is due.
-    pub fn introduction(
+    /// After forwarding from slot `source` (at `from`, which came to our address
+    /// `from_local`) to slot `dest`: `PeerAt` frames to send, each with where and from
+    /// which of our addresses. Both sides of a pair are told at the same moment, once
+    /// both have sent through us lately (so each knows the other as a peer), and again
+    /// every [`INTRODUCE_EVERY_MS`]: each side then opens its NAT and probes at the same
+    /// time as the other (see `connect_netstack::path`), instead of one side's probe
+    /// reaching the other's NAT first.
+    pub fn introductions(
         &mut self,
         source: u64,
         from: SocketAddr,
-        to: SocketAddr,
+        from_local: Option<IpAddr>,
+        dest: u64,
         now_ms: u64,
-    ) -> Option<Vec<u8>> {
+    ) -> Vec<(Vec<u8>, SocketAddr, Option<IpAddr>)> {
+        if self.forwarded.len() > 100_000 {
+            self.forwarded
+                .retain(|_, at| now_ms.saturating_sub(*at) < BOTH_WAYS_MS);
+        }
+        self.forwarded.insert((source, dest), now_ms);
+        let answered = self
+            .forwarded
+            .get(&(dest, source))
+            .is_some_and(|at| now_ms.saturating_sub(*at) < BOTH_WAYS_MS);
+        let Some(Slot {
+            addr: Some(to),
+            local: to_local,
+            ..
+        }) = self.slots.get(&dest)
+        else {
+            return Vec::new();
+        };
+        let (to, to_local) = (*to, *to_local);
         // A peer on the hub's loopback (the hub's own) is no address for anyone else, and
         // an agent on a stream has no UDP address to give or use.
-        if from.ip().is_loopback() != to.ip().is_loopback()
+        if !answered
+            || from.ip().is_loopback() != to.ip().is_loopback()
             || relay::is_stream_client(from)
             || relay::is_stream_client(to)
         {
-            return None;
+            return Vec::new();
         }
         if self.introduced.len() > 100_000 {
             self.introduced
                 .retain(|_, at| now_ms.saturating_sub(*at) < INTRODUCE_EVERY_MS);
         }
-        let last = self.introduced.entry((source, to)).or_insert(0);
+        let last = self.introduced.entry(pair(source, dest)).or_insert(0);
         if now_ms.saturating_sub(*last) < INTRODUCE_EVERY_MS {
-            return None;
+            return Vec::new();
         }
         *last = now_ms;
-        Some(relay::write_peer_at(source, from))
+        vec![
+            (relay::write_peer_at(source, from), to, to_local),
+            (relay::write_peer_at(dest, to), from, from_local),
+        ]
     }
 
     /// A stream client went away: its slot, if still bound to it, is unbound.
@@ -203,6 +237,7 @@ impl RelayTable {
                     }) => Verdict::Forward {
                         to: *addr,
                         source,
+                        dest: to,
                         via: *via,
                     },
                     _ => Verdict::Drop("destination has not bound its slot"),
@@ -403,7 +438,13 @@ impl Relay {
         while start < bytes.len() {
             let end = (start + stride).min(bytes.len());
             let verdict = self.verdict(from, local, &bytes[start..end], now_ms).await;
-            if let Verdict::Forward { to, source, via } = verdict {
+            if let Verdict::Forward {
+                to,
+                source,
+                dest,
+                via,
+            } = verdict
+            {
                 relay::write_data_header(&mut bytes[start..end], source);
                 packets += 1;
                 relayed += end - start;
@@ -412,9 +453,8 @@ impl Relay {
                     _ => {
                         // Once per run, not per datagram: a run has one sender and one
                         // destination.
-                        if let Some(frame) = self.table.introduction(source, from, to, now_ms) {
-                            introductions.push((frame, to, via));
-                        }
+                        introductions
+                            .extend(self.table.introductions(source, from, local, dest, now_ms));
                         let next = Pending {
                             to,
                             via,
@@ -559,6 +599,7 @@ mod tests {
             Verdict::Forward {
                 to: b,
                 source: 1,
+                dest: 2,
                 via: None
             }
         );
@@ -567,6 +608,7 @@ mod tests {
             Verdict::Forward {
                 to: a,
                 source: 2,
+                dest: 1,
                 via: None
             }
         );
@@ -578,24 +620,39 @@ mod tests {
     }
 
     #[test]
-    fn each_side_is_told_where_the_other_is_now_and_then() {
+    fn both_sides_are_told_together_once_both_talk_and_now_and_then() {
         let mut table = RelayTable::default();
+        let (ka, kb) = (relay::relay_key("a"), relay::relay_key("b"));
         let (a, b) = (addr("198.51.100.1:1000"), addr("203.0.113.2:2000"));
-        let told = table.introduction(1, a, b, 10_000);
+        table.add_key(1, ka);
+        table.add_key(2, kb);
+        table.handle(a, None, &relay::write_bind(&ka, 1, 10_000), 10_000);
+        table.handle(b, None, &relay::write_bind(&kb, 2, 10_000), 10_000);
+        assert!(
+            table.introductions(1, a, None, 2, 10_000).is_empty(),
+            "told before the other side ever answered"
+        );
+        let told = table.introductions(2, b, None, 1, 10_100);
+        let frames: Vec<_> = told
+            .iter()
+            .map(|(frame, to, _)| (relay::parse(frame), *to))
+            .collect();
         assert_eq!(
-            told.as_deref().and_then(relay::parse),
-            Some(Frame::PeerAt { slot: 1, addr: a })
-        );
-        assert_eq!(table.introduction(1, a, b, 10_500), None, "too soon");
-        assert!(
-            table.introduction(2, b, a, 10_500).is_some(),
-            "the other way"
+            frames,
+            vec![
+                (Some(Frame::PeerAt { slot: 2, addr: b }), a),
+                (Some(Frame::PeerAt { slot: 1, addr: a }), b),
+            ]
         );
         assert!(
-            table
-                .introduction(1, a, b, 10_000 + INTRODUCE_EVERY_MS)
-                .is_some()
+            table.introductions(1, a, None, 2, 10_500).is_empty(),
+            "too soon"
         );
+        let again = table.introductions(1, a, None, 2, 10_100 + INTRODUCE_EVERY_MS);
+        assert_eq!(again.len(), 2);
+        // One side silent for a while: nobody is told until it talks again.
+        let later = 10_100 + BOTH_WAYS_MS + 3 * INTRODUCE_EVERY_MS;
+        assert!(table.introductions(1, a, None, 2, later).is_empty());
     }
 
     #[test]

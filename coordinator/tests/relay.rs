@@ -130,7 +130,10 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
             payload: b"hello bob"
         })
     );
-    // ...and, once in a while, where the other agent is, for a direct path.
+    bob.send(addr, alice.slot, b"hello alice").await;
+    assert!(recv(&alice.socket).await.is_some());
+    // ...and, once both have talked through it, where the other agent is, to both at
+    // once, for a direct path.
     let told = recv(&bob.socket).await.expect("no introduction");
     assert_eq!(
         wire::parse(&told),
@@ -139,8 +142,6 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
             addr: alice.socket.local_addr().unwrap()
         })
     );
-    bob.send(addr, alice.slot, b"hello alice").await;
-    assert!(recv(&alice.socket).await.is_some());
     let told = recv(&alice.socket).await.expect("no introduction");
     assert!(
         matches!(wire::parse(&told), Some(wire::Frame::PeerAt { slot, .. }) if slot == bob.slot)

@@ -41,6 +41,7 @@ use crate::Error;
 use crate::event::Event;
 use crate::flow::{CloseReason, Flow, FlowId, FlowKind, FlowTable, TcpFlow, UdpFlow};
 use crate::packet::{self, FiveTuple, IPV4_HEADER, Inspected, UDP_HEADER};
+use crate::path;
 use crate::policy::Protocol;
 use crate::relay;
 use crate::relay_client::{Incoming, RelayClient, RelayConfig, RelayTransport};
@@ -120,6 +121,9 @@ pub struct Transmit {
     pub dst: SocketAddr,
     pub offset: usize,
     pub len: usize,
+    /// Send with this IP TTL instead of the socket's: a hole-punching opener meant to
+    /// open our own NAT's mapping without reaching the peer's (see `path`).
+    pub ttl: Option<u8>,
 }
 
 impl Transmit {
@@ -137,6 +141,8 @@ pub struct Node {
     events: VecDeque<Event>,
     /// Sealed datagrams boringtun produced itself (handshakes, cookies, keepalives).
     control: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Hole-punching openers, sent with a small TTL (see `path`).
+    openers: VecDeque<(SocketAddr, Vec<u8>)>,
     raw_rx: VecDeque<Vec<u8>>,
     /// Flows whose socket may have changed since the last look.
     touched: Vec<FlowId>,
@@ -174,6 +180,7 @@ impl Node {
             flows: FlowTable::default(),
             events: VecDeque::new(),
             control: VecDeque::new(),
+            openers: VecDeque::new(),
             raw_rx: VecDeque::new(),
             touched: Vec::new(),
             touch_all: false,
@@ -357,7 +364,7 @@ impl Node {
             candidate,
             now,
             &mut self.scratch,
-            &mut self.control,
+            &mut self.openers,
         );
     }
 
@@ -434,6 +441,7 @@ impl Node {
                 .probe_candidates(now, &mut self.scratch, &mut self.control);
             self.next_timers = now + TIMER_PERIOD;
         }
+        self.sessions.release_probes(now, &mut self.control);
         if now >= self.next_udp_sweep {
             self.expire_udp_flows();
             self.next_udp_sweep = now + UDP_SWEEP_PERIOD;
@@ -457,6 +465,7 @@ impl Node {
                 dst,
                 offset: 0,
                 len: bind.len(),
+                ttl: None,
             });
         }
         loop {
@@ -473,7 +482,12 @@ impl Node {
             let Some(relay) = &self.relay else { continue };
             self.room = relay::DATA_HEADER;
             if let Some((offset, len, dst)) = relay.frame(slot, buf, at, sealed.len) {
-                return Some(Transmit { dst, offset, len });
+                return Some(Transmit {
+                    dst,
+                    offset,
+                    len,
+                    ttl: None,
+                });
             }
         }
     }
@@ -482,7 +496,11 @@ impl Node {
     fn poll_sealed(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         self.run_if_dirty();
         loop {
-            if let Some((dst, bytes)) = self.control.pop_front() {
+            let (queued, ttl) = match self.openers.pop_front() {
+                Some(opener) => (Some(opener), Some(path::OPENER_TTL)),
+                None => (self.control.pop_front(), None),
+            };
+            if let Some((dst, bytes)) = queued {
                 if let Some(out) = buf.get_mut(..bytes.len()) {
                     out.copy_from_slice(&bytes);
                     self.stats.tx_datagrams += 1;
@@ -490,6 +508,7 @@ impl Node {
                         dst,
                         offset: 0,
                         len: bytes.len(),
+                        ttl,
                     });
                 }
                 continue;
@@ -535,6 +554,7 @@ impl Node {
             dst,
             offset: 0,
             len,
+            ttl: None,
         })
     }
 
@@ -582,6 +602,7 @@ impl Node {
             Some(self.next_udp_sweep),
             self.stack_deadline,
             self.relay.as_ref().map(RelayClient::next_timeout),
+            self.sessions.next_probe(),
         ]
         .into_iter()
         .flatten()

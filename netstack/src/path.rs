@@ -10,6 +10,13 @@
 //! Datagrams still in flight through the relay do not pull a fresh direct path back, and
 //! a direct path that falls silent returns to the relay, where the next introduction
 //! starts over.
+//!
+//! Each probe goes out twice: first as an *opener* with a TTL of [`OPENER_TTL`], which
+//! opens our own NAT's mapping toward the peer but dies before the peer's NAT, then, after
+//! [`OPENER_LEAD`], in full. A first packet that reaches a NAT before that NAT's own
+//! mapping toward us exists leaves state there (Linux conntrack keeps an entry for it)
+//! that makes the NAT give the peer's answer a new port, which our NAT then drops: both
+//! sides opening first and probing second avoids that race.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +28,11 @@ const DIRECT_SILENCE: Duration = Duration::from_secs(15);
 /// Least time between two probes of one peer: introductions may be forged, so each is
 /// worth one small datagram at most this often.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Hops an opener lives: past our own NAT, not as far as the peer's.
+pub(crate) const OPENER_TTL: u8 = 2;
+/// How long after its opener a probe follows in full: time for the peer's opener to
+/// open its NAT too, since both sides are introduced at about the same moment.
+pub(crate) const OPENER_LEAD: Duration = Duration::from_millis(200);
 /// A peer's own candidate addresses (its LAN addresses, passed on by the hub) are probed
 /// this often, for this long after they arrive, and at most this many.
 const CANDIDATE_INTERVAL: Duration = Duration::from_secs(2);

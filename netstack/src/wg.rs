@@ -18,7 +18,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::Ipv4Net;
 
 use crate::Error;
-use crate::path::{Heard, Path};
+use crate::path::{self, Heard, Path};
 use crate::policy::Policy;
 use crate::stats::Stats;
 
@@ -121,6 +121,8 @@ pub(crate) struct Sessions {
     next_index: u32,
     /// Peers whose handshake completed since the node last asked.
     completed: VecDeque<PublicKey>,
+    /// Full probes waiting for their openers' lead: (when, where, the initiation).
+    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
 }
 
 impl Sessions {
@@ -134,6 +136,7 @@ impl Sessions {
             by_key: HashMap::new(),
             hosts: HashMap::new(),
             nets: Vec::new(),
+            delayed: VecDeque::new(),
             next_index: first_index & MAX_INDEX,
             completed: VecDeque::new(),
         }
@@ -435,7 +438,7 @@ impl Sessions {
         candidate: SocketAddr,
         now: Instant,
         dst: &mut [u8],
-        control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+        openers: &mut VecDeque<(SocketAddr, Vec<u8>)>,
     ) {
         let Some(peer) = self
             .peers
@@ -449,7 +452,27 @@ impl Sessions {
                 peer.tunn.format_handshake_initiation(dst, true)
         {
             tracing::debug!(%candidate, "probing a direct path");
-            control.push_back((candidate, out.to_vec()));
+            openers.push_back((candidate, out.to_vec()));
+            self.delayed
+                .push_back((now + path::OPENER_LEAD, candidate, out.to_vec()));
+        }
+    }
+
+    /// When the next full probe is due after its opener.
+    pub(crate) fn next_probe(&self) -> Option<Instant> {
+        self.delayed.front().map(|(at, _, _)| *at)
+    }
+
+    /// Releases the full probes whose openers went out long enough ago.
+    pub(crate) fn release_probes(
+        &mut self,
+        now: Instant,
+        control: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    ) {
+        while self.delayed.front().is_some_and(|(at, _, _)| *at <= now) {
+            if let Some((_, candidate, bytes)) = self.delayed.pop_front() {
+                control.push_back((candidate, bytes));
+            }
         }
     }
 

@@ -404,6 +404,14 @@ impl Net {
         );
     }
 
+    /// Takes the home router's input firewall off `role`'s router: unsolicited packets then
+    /// reach the router itself, as on a bare Linux masquerade box (where conntrack keeps
+    /// state for them).
+    pub fn open_router_input(&self, role: &str) {
+        self.router(role)
+            .ok("nft", &["delete", "table", "ip", "filter"]);
+    }
+
     /// Makes `role`'s router forward nothing at all: what its LAN reaches is the router
     /// itself (a proxy running there, say).
     pub fn block_all(&self, role: &str) {

@@ -88,6 +88,23 @@ impl BatchSocket {
         }
     }
 
+    /// Sends one datagram with IP TTL `ttl` (IPv4; to an IPv6 address it is not sent),
+    /// the socket's own TTL restored after.
+    ///
+    /// # Errors
+    /// When the TTL cannot be read or set, or as [`BatchSocket::send`].
+    pub async fn send_with_ttl(&self, dst: SocketAddr, contents: &[u8], ttl: u8) -> io::Result<()> {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt::Ipv4Ttl};
+        if dst.is_ipv6() {
+            return Ok(());
+        }
+        let usual = getsockopt(&self.socket, Ipv4Ttl)?;
+        setsockopt(&self.socket, Ipv4Ttl, &i32::from(ttl))?;
+        let sent = self.send(dst, contents, contents.len()).await;
+        setsockopt(&self.socket, Ipv4Ttl, &usual)?;
+        sent
+    }
+
     /// Reads what is queued into `batch` without waiting; `WouldBlock` when nothing is.
     ///
     /// # Errors

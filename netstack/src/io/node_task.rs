@@ -252,6 +252,13 @@ impl NodeTask {
         self.send_batch.set_max_segments(self.socket.max_segments());
         loop {
             while let Some(transmit) = self.node.poll_transmit(self.send_batch.tail()) {
+                if let Some(ttl) = transmit.ttl {
+                    let opener = self.send_batch.tail()[transmit.range()].to_vec();
+                    if let Err(err) = self.socket.send_with_ttl(transmit.dst, &opener, ttl).await {
+                        tracing::debug!(%err, dst = %transmit.dst, "opener not sent");
+                    }
+                    continue;
+                }
                 if transmit.dst == relay::STREAM_ENDPOINT {
                     if let Some(stream) = &self.relay_stream {
                         stream.send(&self.send_batch.tail()[transmit.range()]);

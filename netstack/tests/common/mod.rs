@@ -301,6 +301,11 @@ impl Pair {
             };
             let bytes = buf[transmit.range()].to_vec();
             self.buf = buf;
+            // A hole-punching opener dies before the peer: there is no NAT here for it to
+            // open.
+            if transmit.ttl.is_some() {
+                continue;
+            }
             if self.relay.is_none() {
                 assert_eq!(
                     transmit.dst,
