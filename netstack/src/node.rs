@@ -203,9 +203,15 @@ impl Node {
     /// the relay knows our address before our first handshake arrives; later ones every
     /// [`BIND_INTERVAL`](crate::relay_client::BIND_INTERVAL). `unix_ms` is the wall clock
     /// at `now`.
+    ///
+    /// The same relay again (a hub that restarted forgot our binding) binds at once and
+    /// keeps the rest: a stream to the hub that carries our frames stays in use.
     pub fn set_relay(&mut self, config: RelayConfig, now: Instant, unix_ms: u64) {
         self.now = now;
-        self.relay = Some(RelayClient::new(config, now, unix_ms));
+        match &mut self.relay {
+            Some(relay) if relay.config() == &config => relay.rebind(now, unix_ms),
+            _ => self.relay = Some(RelayClient::new(config, now, unix_ms)),
+        }
     }
 
     /// A fresh reading of the wall clock (`unix_ms` at `now`), which relay binds carry.

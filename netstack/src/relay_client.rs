@@ -44,7 +44,7 @@ enum StreamState {
 }
 
 /// The hub relay a node can reach peers through (see [`crate::relay`]).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RelayConfig {
     pub addr: SocketAddr,
     pub slot: u64,
@@ -129,6 +129,18 @@ impl RelayClient {
             redial_wait: REDIAL_MIN,
             stream_change: None,
         }
+    }
+
+    pub(crate) fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// Binds again at once, over whatever carries the frames now (the relay may have
+    /// restarted and forgotten us), with a fresh reading of the wall clock.
+    pub(crate) fn rebind(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = WallClock { at: now, unix_ms };
+        self.next_udp_bind = now;
+        self.next_stream_bind = now;
     }
 
     /// Where frames to relayed peers go now: the relay's UDP address, or
@@ -533,5 +545,23 @@ mod tests {
         );
         client.stream_down(start + Duration::from_secs(3));
         assert_eq!(client.transport(), RelayTransport::Udp);
+    }
+
+    #[test]
+    fn the_same_relay_again_rebinds_at_once_and_keeps_the_stream() {
+        let start = Instant::now();
+        let mut client = RelayClient::new(config(true), start, 0);
+        drive(&mut client, start, 3, |_| false);
+        assert_eq!(client.transport(), RelayTransport::Stream);
+        let later = start + Duration::from_secs(4);
+        assert!(client.poll_bind(later).is_none(), "nothing due yet");
+        client.rebind(later, 4_000);
+        let (_, dst) = client.poll_bind(later).expect("a bind at once");
+        assert_eq!(
+            dst,
+            relay::STREAM_ENDPOINT,
+            "the stream still carries the frames"
+        );
+        assert_eq!(client.transport(), RelayTransport::Stream);
     }
 }
