@@ -154,22 +154,24 @@ pub async fn check(hub: &Hub) -> Report {
     }
 }
 
-/// What the relay's port and the probe port saw of one IPv4 socket, and that socket's
-/// own address on the way to the relay.
+/// What the relay's port and the probe port saw of one socket, and that socket's own
+/// address on the way to the relay.
 async fn udp_probes(
     relay: &str,
     probe: Option<&str>,
 ) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
-    let Some(relay) = resolve(relay, false).await else {
+    // IPv4 where the hub has it, else IPv6 (an IPv6-only network).
+    let v6 = resolve(relay, false).await.is_none();
+    let Some(relay) = resolve(relay, v6).await else {
         return (None, None, None);
     };
-    let Ok(socket) = UdpSocket::bind("0.0.0.0:0").await else {
+    let Ok(socket) = UdpSocket::bind(unspecified(v6)).await else {
         return (None, None, None);
     };
     let local = local_addr_towards(relay, socket.local_addr().ok()).await;
     let relay_seen = ask(&socket, relay).await;
     let probe_seen = match probe {
-        Some(probe) if relay_seen.is_some() => match resolve(probe, false).await {
+        Some(probe) if relay_seen.is_some() => match resolve(probe, v6).await {
             Some(probe) => ask(&socket, probe).await,
             None => None,
         },
@@ -183,10 +185,14 @@ async fn ipv6_answers(relay: &str) -> bool {
     let Some(target) = resolve(relay, true).await else {
         return false;
     };
-    let Ok(socket) = UdpSocket::bind("[::]:0").await else {
+    let Ok(socket) = UdpSocket::bind(unspecified(true)).await else {
         return false;
     };
     ask(&socket, target).await.is_some()
+}
+
+fn unspecified(v6: bool) -> &'static str {
+    if v6 { "[::]:0" } else { "0.0.0.0:0" }
 }
 
 async fn resolve(host_port: &str, v6: bool) -> Option<SocketAddr> {
@@ -198,7 +204,7 @@ async fn resolve(host_port: &str, v6: bool) -> Option<SocketAddr> {
 
 /// Our address as the kernel would pick it to reach `to`, with the port `bound` has.
 async fn local_addr_towards(to: SocketAddr, bound: Option<SocketAddr>) -> Option<SocketAddr> {
-    let route = UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    let route = UdpSocket::bind(unspecified(to.is_ipv6())).await.ok()?;
     route.connect(to).await.ok()?;
     let ip: IpAddr = route.local_addr().ok()?.ip();
     Some(SocketAddr::new(ip, bound?.port()))

@@ -1,7 +1,7 @@
 //! A hub, a sharing agent and joiners in the namespaces of a [`Net`]: what most
 //! end-to-end tests start with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -75,7 +75,11 @@ pub fn connect(ns: &Netns, config: &str, args: &[&str]) -> std::process::Output 
 }
 
 pub fn connect_ok(ns: &Netns, config: &str, args: &[&str]) -> String {
-    let output = connect(ns, config, args);
+    succeeded(&connect(ns, config, args), args)
+}
+
+/// The stdout of `connect ARGS`, which must have succeeded.
+fn succeeded(output: &std::process::Output, args: &[&str]) -> String {
     assert!(
         output.status.success(),
         "connect {args:?} failed: {}{}",
@@ -233,4 +237,54 @@ pub fn joiner_paths(sharer: &Sharer) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A machine running `connect` against a hub of its own choosing, with environment
+/// variables of its own (an HTTP proxy, a CA): for tests whose hub is not the plain one
+/// of [`start_hub`].
+pub struct Machine {
+    pub host: Host,
+    pub config: PathBuf,
+    pub hub: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Machine {
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--hub", self.hub.as_str(), "--config"];
+        all.push(self.config.to_str().unwrap());
+        all.extend_from_slice(args);
+        all
+    }
+
+    pub fn connect(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.host.ns.command(binary("connect"));
+        command.args(self.args(args));
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    }
+
+    pub fn connect_ok(&self, args: &[&str]) -> String {
+        succeeded(&self.connect(args), args)
+    }
+
+    /// Starts `connect ARGS` (`up`, `join`…) with output to `WHAT.log`.
+    pub fn spawn(&self, net: &Net, what: &str, args: &[&str], pipe_stdout: bool) -> Proc {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let args = self.args(args);
+        net.spawn(
+            &self.host.ns,
+            what,
+            &binary("connect"),
+            &args,
+            &env,
+            pipe_stdout,
+        )
+    }
 }

@@ -463,6 +463,38 @@ impl Net {
             .unwrap_or_else(|| panic!("no router for {role}"))
     }
 
+    /// A host on an IPv6-only link (fd00:77:N::2/64, the hub namespace at fd00:77:N::1,
+    /// routing between its links): no IPv4 address but loopback's.
+    pub fn host_v6(&mut self, role: &str) -> Host {
+        self.hosts += 1;
+        let n = self.hosts;
+        let ns = Netns::new(format!("{}-{role}", self.prefix));
+        let (a, b) = (
+            format!("{}h{n}", self.prefix),
+            format!("{}x{n}", self.prefix),
+        );
+        run(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        );
+        run("ip", &["link", "set", &a, "netns", &self.hub.name]);
+        run("ip", &["link", "set", &b, "netns", &ns.name]);
+        let hub = format!("fd00:77:{n}::1");
+        let (upper, lower) = (format!("{hub}/64"), format!("fd00:77:{n}::2/64"));
+        self.hub
+            .ok("ip", &["-6", "addr", "add", &upper, "dev", &a, "nodad"]);
+        self.hub.ok("ip", &["link", "set", &a, "up"]);
+        ns.ok("ip", &["-6", "addr", "add", &lower, "dev", &b, "nodad"]);
+        ns.ok("ip", &["link", "set", &b, "up"]);
+        ns.ok("ip", &["-6", "route", "add", "default", "via", &hub]);
+        self.hub
+            .ok("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+        Host {
+            ns,
+            ip: format!("fd00:77:{n}::2"),
+        }
+    }
+
     /// The hub's address as seen from host `n` (each link has its own).
     pub fn hub_ip(n: u8) -> String {
         format!("10.77.{n}.1")

@@ -5,64 +5,11 @@
 //! test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use connect_e2e::cluster::HUB_PORT;
+use connect_e2e::cluster::{HUB_PORT, Machine};
 use connect_e2e::*;
 use serde_json::Value;
-
-/// One side of the test: a host whose router runs the only proxy it can use.
-struct Side {
-    host: Host,
-    config: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Side {
-    fn connect(&self, args: &[&str]) -> std::process::Output {
-        let mut command = self.host.ns.command(binary("connect"));
-        command
-            .args(["--hub", &hub_url(), "--config"])
-            .arg(&self.config)
-            .args(args);
-        for (key, value) in &self.env {
-            command.env(key, value);
-        }
-        command.output().unwrap()
-    }
-
-    fn connect_ok(&self, args: &[&str]) -> String {
-        let output = self.connect(args);
-        assert!(
-            output.status.success(),
-            "connect {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn spawn(&self, net: &Net, what: &str, args: &[&str], pipe_stdout: bool) -> Proc {
-        let hub = hub_url();
-        let config = self.config.to_str().unwrap();
-        let mut all = vec!["--hub", hub.as_str(), "--config", config];
-        all.extend_from_slice(args);
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        net.spawn(
-            &self.host.ns,
-            what,
-            &binary("connect"),
-            &all,
-            &env,
-            pipe_stdout,
-        )
-    }
-}
 
 fn hub_url() -> String {
     format!("https://{}:{HUB_PORT}", Net::hub_ip(1))
@@ -116,14 +63,16 @@ fn up_share_and_join_work_through_an_http_proxy_alone() {
     // behind_nat numbers the router's uplink N and the LAN behind it 192.168.N.
     let (_sharer_proxy, sharer_env) = proxy_only(&net, "sharer", "192.168.1", &ca);
     let (_joiner_proxy, joiner_env) = proxy_only(&net, "joiner", "192.168.2", &ca);
-    let sharer = Side {
+    let sharer = Machine {
         host: sharer_host,
         config: net.dir.join("sharer/config.toml"),
+        hub: hub_url(),
         env: sharer_env,
     };
-    let joiner = Side {
+    let joiner = Machine {
         host: joiner_host,
         config: net.dir.join("joiner/config.toml"),
+        hub: hub_url(),
         env: joiner_env,
     };
     // Nothing but the proxy: a direct request to the hub gets nowhere.

@@ -69,7 +69,7 @@ struct Tunnel {
 
 pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
     // The tunnel's socket comes first: its port goes with our LAN addresses to the sharer.
-    let socket = UdpSocket::bind("0.0.0.0:0").await?;
+    let socket = connect_netstack::io::tunnel_socket().await?;
     let candidates = crate::candidates::local(socket.local_addr()?.port());
     let joined = enter(ctx, &args.code, candidates).await?;
     // With --ssh, the key is fetched and opened before any tunnel: a wrong password

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use connect_netstack::io::Netstack;
 use connect_netstack::{NodeConfig, RelayConfig, relay};
 use serde_json::json;
-use tokio::net::{UdpSocket, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::config::LocalShare;
@@ -45,7 +45,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
     let keys = ctx.paths.keys()?;
     let me = hub.me().await?;
     let book = ShareBook::load(&ctx.paths)?;
-    let socket = UdpSocket::bind("0.0.0.0:0")
+    let socket = connect_netstack::io::tunnel_socket()
         .await
         .context("cannot open a UDP socket")?;
     let mut config = NodeConfig::new(keys.secret.clone());

@@ -23,9 +23,27 @@ const RECV_BUFFERS: usize = 4;
 const RECV_BUFFER: usize = 64 * 1024;
 
 /// A UDP socket that sends and receives in batches.
+///
+/// Addresses are IPv4 or IPv6 as they are, whatever the socket: a dual-stack IPv6 socket
+/// (bound to `[::]`, as agents and a hub listening on IPv6 are) sees IPv4 peers as
+/// `::ffff:a.b.c.d`, which is turned back into IPv4 on receipt and made again on sending,
+/// so the rest of the program never meets a mapped address.
 pub struct BatchSocket {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// An `AF_INET6` socket: IPv4 destinations must be mapped.
+    ipv6: bool,
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; anything else as it is.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
 }
 
 impl BatchSocket {
@@ -36,7 +54,12 @@ impl BatchSocket {
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         crate::socket::tune_udp_buffers(&socket);
         let state = UdpSocketState::new((&socket).into())?;
-        Ok(Self { socket, state })
+        let ipv6 = socket.local_addr()?.is_ipv6();
+        Ok(Self {
+            socket,
+            state,
+            ipv6,
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -69,8 +92,14 @@ impl BatchSocket {
         contents: &[u8],
         segment: usize,
     ) -> io::Result<()> {
+        let destination = match dst {
+            SocketAddr::V4(v4) if self.ipv6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            SocketAddr::V4(_) | SocketAddr::V6(_) => dst,
+        };
         let transmit = Transmit {
-            destination: dst,
+            destination,
             ecn: None,
             contents,
             segment_size: (contents.len() > segment).then_some(segment),
@@ -88,18 +117,24 @@ impl BatchSocket {
         }
     }
 
-    /// Sends one datagram with IP TTL `ttl` (IPv4; to an IPv6 address it is not sent),
-    /// the socket's own TTL restored after.
+    /// Sends one datagram with IP TTL (IPv6: hop limit) `ttl`, the socket's own restored
+    /// after.
     ///
     /// # Errors
     /// When the TTL cannot be read or set, or as [`BatchSocket::send`].
     pub async fn send_with_ttl(&self, dst: SocketAddr, contents: &[u8], ttl: u8) -> io::Result<()> {
-        use nix::sys::socket::{getsockopt, setsockopt, sockopt::Ipv4Ttl};
+        use nix::sys::socket::sockopt::{Ipv4Ttl, Ipv6Ttl};
+        use nix::sys::socket::{getsockopt, setsockopt};
+        let ttl = i32::from(ttl);
         if dst.is_ipv6() {
-            return Ok(());
+            let usual = getsockopt(&self.socket, Ipv6Ttl)?;
+            setsockopt(&self.socket, Ipv6Ttl, &ttl)?;
+            let sent = self.send(dst, contents, contents.len()).await;
+            setsockopt(&self.socket, Ipv6Ttl, &usual)?;
+            return sent;
         }
         let usual = getsockopt(&self.socket, Ipv4Ttl)?;
-        setsockopt(&self.socket, Ipv4Ttl, &i32::from(ttl))?;
+        setsockopt(&self.socket, Ipv4Ttl, &ttl)?;
         let sent = self.send(dst, contents, contents.len()).await;
         setsockopt(&self.socket, Ipv4Ttl, &usual)?;
         sent
@@ -154,8 +189,8 @@ impl RecvBatch {
     pub fn buffer(&mut self, index: usize) -> Received<'_> {
         let meta = &self.meta[index];
         Received {
-            from: meta.addr,
-            local: meta.dst_ip,
+            from: canonical(meta.addr),
+            local: meta.dst_ip.map(|ip| canonical(SocketAddr::new(ip, 0)).ip()),
             bytes: &mut self.buffers[index][..meta.len],
             stride: stride(meta),
         }
@@ -169,7 +204,7 @@ impl RecvBatch {
             .flat_map(|(meta, buffer)| {
                 buffer[..meta.len]
                     .chunks(stride(meta))
-                    .map(move |datagram| (meta.addr, datagram))
+                    .map(move |datagram| (canonical(meta.addr), datagram))
             })
     }
 }

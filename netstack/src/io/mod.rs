@@ -30,6 +30,18 @@ mod tun;
 pub use handle::{DriverError, Netstack, Snapshot, TunnelDatagram};
 pub use peer_set::{Changes, PeerSet};
 
+/// A UDP socket for a tunnel: dual stack (`[::]`, IPv4 peers too) where the machine has
+/// IPv6, IPv4 only where it does not.
+///
+/// # Errors
+/// When neither can be bound.
+pub async fn tunnel_socket() -> std::io::Result<tokio::net::UdpSocket> {
+    match tokio::net::UdpSocket::bind("[::]:0").await {
+        Ok(socket) => Ok(socket),
+        Err(_) => tokio::net::UdpSocket::bind("0.0.0.0:0").await,
+    }
+}
+
 /// The wall clock in Unix milliseconds, which the node's relay binds carry.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
