@@ -1,7 +1,7 @@
 //! What the hub accepts from agents, checked in one place: service routes, SSH offers,
 //! and the hex values lookups and MACs travel as.
 
-use connect_api::{Route, SshOffer};
+use connect_api::{Route, SshOffer, is_account_name};
 
 use crate::error::ApiError;
 use crate::store::NewSshKey;
@@ -45,16 +45,6 @@ pub fn validate_route(route: &Route) -> Result<(), ApiError> {
 const MAX_KEY_LEN: usize = 4096;
 const KEY_HEADER: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
 
-/// A POSIX account name, as `useradd` accepts it.
-fn is_account_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 32
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// A share's SSH offer: an account name and an encrypted OpenSSH key, nothing else.
 pub fn validate_ssh(offer: &SshOffer) -> Result<NewSshKey, ApiError> {
     if !is_account_name(&offer.user) {
@@ -73,19 +63,4 @@ pub fn validate_ssh(offer: &SshOffer) -> Result<NewSshKey, ApiError> {
         encrypted_key: crate::secrets::Secret::new(key.to_owned()),
         once: offer.once,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn account_names_are_checked() {
-        for good in ["root", "vagrant", "dev_1", "a.b-c", "_svc"] {
-            assert!(is_account_name(good), "{good}");
-        }
-        for bad in ["", "Root", "-x", "a b", "a:b", "x\n", &"a".repeat(33)] {
-            assert!(!is_account_name(bad), "{bad:?}");
-        }
-    }
 }

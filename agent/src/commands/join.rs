@@ -161,6 +161,7 @@ async fn enter(
     ) {
         return Err(Fail::ForgedSharer.into());
     }
+    check_hub_values(&share)?;
     Ok(Joined {
         hub,
         code,
@@ -168,6 +169,29 @@ async fn enter(
         guest,
         share,
     })
+}
+
+/// What the hub says beside the code-vouched key is checked before any of it is used: the
+/// addresses must be two in the tunnel range (a TUN joiner routes to them), the SSH user
+/// an account name (it goes on an `ssh` command line).
+fn check_hub_values(share: &JoinResponse) -> Result<(), Fail> {
+    let addresses_ok = connect_api::in_overlay(share.machine_ip)
+        && connect_api::in_overlay(share.joiner_ip)
+        && share.machine_ip != share.joiner_ip;
+    if !addresses_ok {
+        return Err(Fail::Hub(format!(
+            "The hub sent tunnel addresses outside 172.16.0.0/12 ({} and {}); refusing to connect",
+            share.machine_ip, share.joiner_ip
+        )));
+    }
+    if let Some(user) = &share.ssh_user
+        && !connect_api::is_account_name(user)
+    {
+        return Err(Fail::Hub(
+            "The hub sent an SSH user that is not an account name; refusing to connect".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The share's SSH user and its private key, opened with the user's password.
@@ -480,4 +504,44 @@ fn report(ctx: &Context, joined: &JoinResponse, tunnel: &Tunnel) {
         println!("==> connect: SOCKS address: {socks}");
     }
     println!("==> connect: Press Ctrl-C to stop connection.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(machine: &str, joiner: &str, ssh_user: Option<&str>) -> JoinResponse {
+        JoinResponse {
+            name: "demo".into(),
+            machine_ip: machine.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            joiner_ip: joiner.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            sharer_public_key: WireKey([7; 32]),
+            sharer_key_mac: String::new(),
+            sharer_relay_id: 1,
+            relay: "hub:7070".into(),
+            routes: Vec::new(),
+            all_ports: None,
+            expires_at: time::OffsetDateTime::UNIX_EPOCH,
+            ssh_user: ssh_user.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn what_a_lying_hub_says_beside_the_key_is_refused() {
+        assert!(check_hub_values(&response("172.16.0.2", "172.16.0.3", Some("vagrant"))).is_ok());
+        for (machine, joiner) in [
+            ("169.254.169.254", "172.16.0.3"),
+            ("172.16.0.2", "10.0.0.5"),
+            ("172.16.0.2", "172.16.0.2"),
+        ] {
+            assert!(
+                check_hub_values(&response(machine, joiner, None)).is_err(),
+                "{machine} {joiner}"
+            );
+        }
+        for user in ["-oProxyCommand=touch /tmp/pwned", "root@evil", "a b"] {
+            let share = response("172.16.0.2", "172.16.0.3", Some(user));
+            assert!(check_hub_values(&share).is_err(), "{user:?}");
+        }
+    }
 }

@@ -45,7 +45,10 @@ pub async fn run(
         .args(["-o", "LogLevel=ERROR", "-o", "PasswordAuthentication=no"])
         .arg("-p")
         .arg(address.port().to_string())
-        .arg(format!("{user}@{}", address.ip()))
+        // The user comes from the hub: checked by the caller, and still never where ssh
+        // could read it as an option or part of the destination.
+        .args(["-l", user, "--"])
+        .arg(address.ip().to_string())
         .args(args);
     // Ctrl-C belongs to ssh while it runs; this process only waits and then cleans up.
     let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -14,6 +14,24 @@ use time::OffsetDateTime;
 
 pub const API_VERSION: &str = "v1";
 
+/// Whether `name` is a POSIX account name as `useradd` accepts it: the one rule for SSH
+/// users, applied by the hub to what a sharer offers and by a joiner to what the hub
+/// hands it (a name is put on an `ssh` command line).
+pub fn is_account_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Whether `ip` is in the tunnel range, 172.16.0.0/12, where every share's addresses are.
+pub fn in_overlay(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    a == 172 && b & 0xf0 == 16
+}
+
 /// Route paths, with axum's `{param}` syntax.
 pub mod routes {
     pub const HEALTHZ: &str = "/healthz";
@@ -419,6 +437,40 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_names_are_checked() {
+        for good in ["root", "vagrant", "dev_1", "a.b-c", "_svc"] {
+            assert!(is_account_name(good), "{good}");
+        }
+        let long = "a".repeat(33);
+        for bad in [
+            "",
+            "Root",
+            "-x",
+            "-oProxyCommand=x",
+            "a b",
+            "a:b",
+            "x\n",
+            &long,
+        ] {
+            assert!(!is_account_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_overlay_is_172_16_0_0_slash_12() {
+        assert!(in_overlay(Ipv4Addr::new(172, 16, 0, 2)));
+        assert!(in_overlay(Ipv4Addr::new(172, 31, 255, 254)));
+        for outside in [
+            [172, 15, 0, 1],
+            [172, 32, 0, 1],
+            [169, 254, 169, 254],
+            [10, 0, 0, 1],
+        ] {
+            assert!(!in_overlay(Ipv4Addr::from(outside)), "{outside:?}");
+        }
+    }
 
     #[test]
     fn durations_follow_the_contract() {
