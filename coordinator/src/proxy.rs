@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_TYPE, HOST};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{
+    CONNECTION, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE,
+};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use connect_api::{HttpLogEntry, ShareState};
@@ -262,6 +264,9 @@ impl hyper::body::Body for Counted {
     }
 }
 
+/// What the sharing machine's server is told of the request: the hub is the edge, so the
+/// client's own `X-Forwarded-*` claims are replaced, not extended, and headers meant for
+/// one hop do not go on (an upgrade keeps `Connection: upgrade` and its `Upgrade`).
 fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &str) {
     let proto = if request.extensions().get::<Tls>().is_some() {
         "https"
@@ -269,18 +274,86 @@ fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &s
         "http"
     };
     let headers = request.headers_mut();
-    if let Some(client) = client {
-        let ip = client.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip,
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", value);
-        }
+    drop_hop_by_hop(headers);
+    headers.remove("x-forwarded-for");
+    if let Some(client) = client
+        && let Ok(value) = HeaderValue::from_str(&client.ip().to_string())
+    {
+        headers.insert("x-forwarded-for", value);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", value);
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those `Connection` names.
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = headers.get(UPGRADE).cloned();
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, upgrade);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_cannot_pick_forwarded_headers_or_hop_by_hop_ones() {
+        let mut request = Request::builder()
+            .header("x-forwarded-for", "10.9.9.9")
+            .header("x-forwarded-proto", "https")
+            .header(CONNECTION, "close, X-Secret")
+            .header("x-secret", "passed along")
+            .header("keep-alive", "timeout=5")
+            .header(TE, "trailers")
+            .header("x-app", "kept")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let client = SocketAddr::from(([203, 0, 113, 7], 50000));
+        forwarded_headers(&mut request, Some(client), "n.share.test");
+        let headers = request.headers();
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "n.share.test");
+        assert_eq!(headers["x-app"], "kept");
+        for gone in ["x-secret", "keep-alive", "te", "connection", "upgrade"] {
+            assert!(!headers.contains_key(gone), "{gone} was passed on");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_keeps_what_the_far_side_needs() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        drop_hop_by_hop(&mut headers);
+        assert_eq!(headers[CONNECTION], "upgrade");
+        assert_eq!(headers[UPGRADE], "websocket");
     }
 }

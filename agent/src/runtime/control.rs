@@ -2,6 +2,7 @@
 //! request line in, one JSON line out. `status`, `down` and `share` (to `reload`) ask; the
 //! running agent answers.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,8 +52,12 @@ pub async fn listen(socket: &Path) -> anyhow::Result<UnixListener> {
         return Err(Fail::Usage("An agent is already running with this config".into()).into());
     }
     let _ = std::fs::remove_file(socket);
-    UnixListener::bind(socket)
-        .with_context(|| format!("cannot create the control socket {}", socket.display()))
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot create the control socket {}", socket.display()))?;
+    // Whoever can connect can stop the agent: only its owner, whatever the umask.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict the control socket {}", socket.display()))?;
+    Ok(listener)
 }
 
 /// The request on a new connection, if one arrives within two seconds.
@@ -86,4 +91,21 @@ pub async fn ask(socket: &Path, request: &str) -> anyhow::Result<serde_json::Val
     .map_err(|_| Fail::NotRunning)?
     .map_err(|_| Fail::NotRunning)?;
     serde_json::from_str(&line).context("the agent sent an unreadable answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_owner_may_use_the_control_socket() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.sock");
+        let _listener = listen(&path).await.expect("listening");
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
