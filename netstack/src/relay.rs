@@ -194,18 +194,7 @@ pub fn write_data_header(buf: &mut [u8], slot: u64) {
 
 /// The endpoint a node uses for a peer reached through relay slot `slot`.
 pub fn synthetic_endpoint(slot: u64) -> SocketAddr {
-    let [a, b, c] = SYNTHETIC_PREFIX;
-    let ip = Ipv6Addr::new(
-        a,
-        b,
-        c,
-        0,
-        (slot >> 48) as u16,
-        (slot >> 32) as u16,
-        (slot >> 16) as u16,
-        slot as u16,
-    );
-    SocketAddr::V6(SocketAddrV6::new(ip, 1, 0, 0))
+    synthetic(0, slot, 1)
 }
 
 /// Where a node sends relay frames, and from where it is handed them, while a stream to
@@ -216,18 +205,24 @@ pub const STREAM_ENDPOINT: SocketAddr = stream_client(0);
 /// The hub relay's name for the agent on its stream number `id` (a synthetic address
 /// outside the slots'), so its tables treat UDP and stream clients alike.
 pub const fn stream_client(id: u64) -> SocketAddr {
+    synthetic(1, id, 2)
+}
+
+/// An address in the synthetic prefix: fourth group `kind` (0 slots, 1 stream clients),
+/// `id` in the last four.
+const fn synthetic(kind: u16, id: u64, port: u16) -> SocketAddr {
     let [a, b, c] = SYNTHETIC_PREFIX;
     let ip = Ipv6Addr::new(
         a,
         b,
         c,
-        1,
+        kind,
         (id >> 48) as u16,
         (id >> 32) as u16,
         (id >> 16) as u16,
         id as u16,
     );
-    SocketAddr::V6(SocketAddrV6::new(ip, 2, 0, 0))
+    SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))
 }
 
 /// Whether `addr` is a stream client's (see [`stream_client`]).

@@ -375,33 +375,31 @@ impl Net {
     /// Makes the router of the host [`Net::behind_nat`] made for `role` drop every UDP
     /// datagram its LAN sends out, as corporate and hotel firewalls do; TCP still passes.
     pub fn block_udp(&self, role: &str) {
+        let rule = [
+            "add",
+            "rule",
+            "ip",
+            "connect_block",
+            "out",
+            "meta",
+            "l4proto",
+            "udp",
+            "drop",
+        ];
+        self.forward_filter(role, "").ok("nft", &rule);
+    }
+
+    /// A forward chain (`connect_block out`, with `policy`) on `role`'s router, which
+    /// [`Net::unblock_udp`] deletes.
+    fn forward_filter(&self, role: &str, policy: &str) -> &Netns {
         let router = self.router(role);
+        let chain = format!("{{ type filter hook forward priority -10 ; {policy} }}");
         router.ok("nft", &["add", "table", "ip", "connect_block"]);
         router.ok(
             "nft",
-            &[
-                "add",
-                "chain",
-                "ip",
-                "connect_block",
-                "out",
-                "{ type filter hook forward priority -10 ; }",
-            ],
+            &["add", "chain", "ip", "connect_block", "out", &chain],
         );
-        router.ok(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "ip",
-                "connect_block",
-                "out",
-                "meta",
-                "l4proto",
-                "udp",
-                "drop",
-            ],
-        );
+        router
     }
 
     /// Takes the home router's input firewall off `role`'s router: unsolicited packets then
@@ -415,19 +413,7 @@ impl Net {
     /// Makes `role`'s router forward nothing at all: what its LAN reaches is the router
     /// itself (a proxy running there, say).
     pub fn block_all(&self, role: &str) {
-        let router = self.router(role);
-        router.ok("nft", &["add", "table", "ip", "connect_block"]);
-        router.ok(
-            "nft",
-            &[
-                "add",
-                "chain",
-                "ip",
-                "connect_block",
-                "out",
-                "{ type filter hook forward priority -10 ; policy drop ; }",
-            ],
-        );
+        self.forward_filter(role, "policy drop ;");
     }
 
     /// Makes `role`'s router pick a random public port for each new mapping, as
