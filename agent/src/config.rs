@@ -186,11 +186,23 @@ impl Paths {
     }
 }
 
+/// Creates the directory that will hold `path` when it is missing, readable by its owner
+/// only (0700): keys, codes and the control socket live there.
+pub fn private_dir_for(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display())),
+        None => Ok(()),
+    }
+}
+
 /// Writes a file readable by its owner only, replacing it atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    private_dir_for(path)?;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -51,6 +51,7 @@ pub async fn listen(socket: &Path) -> anyhow::Result<UnixListener> {
     if ask(socket, "status").await.is_ok() {
         return Err(Fail::Usage("An agent is already running with this config".into()).into());
     }
+    crate::config::private_dir_for(socket)?;
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)
         .with_context(|| format!("cannot create the control socket {}", socket.display()))?;
@@ -100,12 +101,10 @@ mod tests {
     #[tokio::test]
     async fn only_the_owner_may_use_the_control_socket() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("agent.sock");
+        let path = dir.path().join("connect/agent.sock");
         let _listener = listen(&path).await.expect("listening");
-        let mode = std::fs::metadata(&path)
-            .expect("socket")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&path).ok(), Some(0o600));
+        assert_eq!(mode(&dir.path().join("connect")).ok(), Some(0o700));
     }
 }

@@ -1,13 +1,22 @@
 //! Editing an account's `~/.ssh/authorized_keys`: add one marked line, remove exactly the
 //! lines with that marker, leave every other byte as it was. Writes go through a
 //! temporary file in the same directory and a rename, keeping the file's owner and mode.
+//!
+//! A root agent edits a directory another account controls, so every step is relative to
+//! the `.ssh` directory opened once without following links: the file is read without
+//! following links, the temporary file has a random name and is created exclusively, and
+//! owner and mode are set on the open file. A symlink planted at `.ssh` or at
+//! `authorized_keys` makes the edit fail instead of writing elsewhere.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Uid, User};
+use nix::fcntl::{OFlag, open, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{Uid, UnlinkatFlags, User, unlinkat};
 
 /// Vagrant's well-known insecure public keys (RSA and ed25519): anyone can log in with
 /// their private halves, which ship with Vagrant.
@@ -85,11 +94,51 @@ impl AuthorizedKeys {
     }
 
     fn read(&self) -> Result<String, AuthorizedKeysError> {
-        match fs::read_to_string(&self.path) {
-            Ok(text) => Ok(text),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(String::new()),
-            Err(source) => Err(self.io(source)),
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(String::new()),
+            Err(err) => return Err(self.io(err)),
+        };
+        match self.read_in(&dir) {
+            Ok(Some((text, _))) => Ok(text),
+            Ok(None) => Ok(String::new()),
+            Err(err) => Err(self.io(err)),
         }
+    }
+
+    fn name(&self) -> &Path {
+        Path::new(self.path.file_name().unwrap_or("authorized_keys".as_ref()))
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The `.ssh` directory, refusing a symlink in its place.
+    fn open_dir(&self) -> std::io::Result<OwnedFd> {
+        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+        Ok(open(self.dir(), flags, Mode::empty())?)
+    }
+
+    /// The file's text with its metadata, or `None` when there is no file yet. A link or
+    /// anything but a regular file is refused.
+    fn read_in(&self, dir: &OwnedFd) -> std::io::Result<Option<(String, fs::Metadata)>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let mut file = match openat(dir, self.name(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok(Some((text, meta)))
     }
 
     fn io(&self, source: std::io::Error) -> AuthorizedKeysError {
@@ -146,38 +195,49 @@ impl AuthorizedKeys {
     }
 
     fn write(&self, text: &str) -> Result<(), AuthorizedKeysError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| self.io(e))?;
-            let _ = std::os::unix::fs::chown(dir, Some(self.owner.0), Some(self.owner.1));
-        }
-        let (mode, owner) = match fs::metadata(&self.path) {
-            Ok(meta) => (meta.permissions().mode() & 0o7777, (meta.uid(), meta.gid())),
-            Err(_) => (0o600, self.owner),
+        self.write_safely(text).map_err(|e| self.io(e))
+    }
+
+    fn write_safely(&self, text: &str) -> std::io::Result<()> {
+        let dir = match self.open_dir() {
+            Ok(dir) => dir,
+            Err(err) if err.kind() == ErrorKind::NotFound => self.make_dir()?,
+            Err(err) => return Err(err),
         };
-        let tmp = dir.join(format!(".authorized_keys.connect-{}", std::process::id()));
-        let written = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            })
+        let (mode, owner) = match self.read_in(&dir)? {
+            Some((_, meta)) => (meta.mode() & 0o7777, (meta.uid(), meta.gid())),
+            None => (0o600, self.owner),
+        };
+        let tmp = PathBuf::from(format!(
+            ".authorized_keys.connect-{:016x}",
+            rand::random::<u64>()
+        ));
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut file = File::from(openat(&dir, &tmp, flags, Mode::from_bits_truncate(0o600))?);
+        let written = file
+            .write_all(text.as_bytes())
             .and_then(|()| {
                 // Only root may give a file away; a user editing their own file keeps it.
-                let _ = std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1));
-                fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+                let _ = std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1));
+                file.set_permissions(fs::Permissions::from_mode(mode))
             })
-            .and_then(|()| fs::rename(&tmp, &self.path));
-        if let Err(err) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.io(err));
+            .and_then(|()| file.sync_all())
+            .and_then(|()| Ok(renameat(&dir, &tmp, &dir, self.name())?));
+        if written.is_err() {
+            let _ = unlinkat(&dir, &tmp, UnlinkatFlags::NoRemoveDir);
         }
-        Ok(())
+        written
+    }
+
+    /// Creates a missing `.ssh`, private and owned by the account, and opens it.
+    fn make_dir(&self) -> std::io::Result<OwnedFd> {
+        fs::create_dir(self.dir())?;
+        let dir = self.open_dir()?;
+        let handle = File::from(dir.try_clone()?);
+        handle.set_permissions(fs::Permissions::from_mode(0o700))?;
+        let _ = std::os::unix::fs::fchown(&handle, Some(self.owner.0), Some(self.owner.1));
+        Ok(dir)
     }
 }
 
@@ -242,5 +302,58 @@ mod tests {
         );
         assert!(keys.write(&vagrant).is_ok());
         assert!(keys.holds_vagrant_insecure_key());
+    }
+
+    #[test]
+    fn planted_links_are_refused_not_followed() {
+        let Ok(dir) = tempfile::tempdir() else { return };
+        let keys = file(&dir);
+        let elsewhere = dir.path().join("shadow");
+        assert!(fs::write(&elsewhere, "root:secret\n").is_ok());
+        assert!(fs::create_dir(dir.path().join(".ssh")).is_ok());
+        assert!(std::os::unix::fs::symlink(&elsewhere, &keys.path).is_ok());
+        assert!(
+            keys.add("ssh-ed25519 CCCC connect-share:abc", "connect-share:abc")
+                .is_err()
+        );
+        assert_eq!(
+            fs::read_to_string(&elsewhere).ok().as_deref(),
+            Some("root:secret\n")
+        );
+
+        let other = tempfile::tempdir();
+        let Ok(other) = other else { return };
+        let linked = dir.path().join("home2");
+        assert!(fs::create_dir(&linked).is_ok());
+        assert!(std::os::unix::fs::symlink(other.path(), linked.join(".ssh")).is_ok());
+        let keys = AuthorizedKeys::at("me", linked.join(".ssh/authorized_keys"), (0, 0));
+        assert!(
+            keys.add("ssh-ed25519 CCCC connect-share:abc", "connect-share:abc")
+                .is_err()
+        );
+        assert_eq!(
+            fs::read_dir(other.path()).map(Iterator::count).ok(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn no_temporary_file_is_left_behind() {
+        let Ok(dir) = tempfile::tempdir() else { return };
+        let keys = file(&dir);
+        assert!(
+            keys.add("ssh-ed25519 CCCC connect-share:abc", "connect-share:abc")
+                .is_ok()
+        );
+        assert!(keys.remove("connect-share:abc").is_ok());
+        let names: Vec<_> = fs::read_dir(dir.path().join(".ssh"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names, vec![std::ffi::OsString::from("authorized_keys")]);
     }
 }
