@@ -2,8 +2,11 @@
 //! join, tells agents their observed address and, while it forwards between two, where it
 //! sees each (so they can try a direct path), and drops everything else.
 //!
-//! `RelayTable` is the pure part (slots, allowed pairs, per-source rate limits); `run`
-//! is the small driver around one socket. See `connect_netstack::relay` for the format.
+//! `RelayTable` is the pure part (slots, allowed pairs, per-source rate limits, binds
+//! that must be newer than the last, slots known not to exist); `run` is the small driver
+//! around one socket. The driver never waits on the database for a datagram: a bind for a
+//! slot it has no key for is held while the key is looked up on the main runtime. See
+//! `connect_netstack::relay` for the format.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Datagrams one source address may send per second before the excess is dropped.
 /// 500,000 × 1.4 KB ≈ 5.6 Gbit/s: a busy tunnel fits, a flood does not.
@@ -29,6 +32,16 @@ const PER_SOURCE_PER_SECOND: u32 = 500_000;
 const INTRODUCE_EVERY_MS: u64 = 2_000;
 /// Both sides of a pair count as talking through us when each sent within this long.
 const BOTH_WAYS_MS: u64 = 5_000;
+/// Source addresses tracked for rate limits; past this, new sources share one budget
+/// until the next second's sweep, so a spoofed flood costs neither memory nor a rescan
+/// per datagram.
+const RATE_SOURCES: usize = 100_000;
+/// Slots the store does not know, remembered this long so their binds cost no lookup.
+const UNKNOWN_FOR_MS: u64 = 30_000;
+/// At most this many unknown slots remembered at once.
+const UNKNOWN_SLOTS: usize = 4_096;
+/// Key lookups in flight at once; binds for further unknown slots are dropped meanwhile.
+const LOOKUPS: usize = 16;
 
 /// What a stream connection (relay frames over TCP/TLS, see `relay_stream`) tells the
 /// relay thread.
@@ -68,6 +81,9 @@ struct Slot {
     addr: Option<SocketAddr>,
     /// Our address the agent's bind came to: what datagrams to it are sent from.
     local: Option<IpAddr>,
+    /// The time in the last bind taken: a bind must be newer (a captured one replayed
+    /// from elsewhere is refused).
+    last_bind_ms: u64,
 }
 
 /// What to do with a datagram.
@@ -96,6 +112,12 @@ pub struct RelayTable {
     /// Live joins per (lower slot, higher slot); a count, since one pair can share twice.
     pairs: HashMap<(u64, u64), u32>,
     rate: HashMap<IpAddr, (u64, u32)>,
+    /// The shared budget of sources past [`RATE_SOURCES`].
+    rate_overflow: (u64, u32),
+    /// The second the rate table was last swept.
+    rate_swept: u64,
+    /// Slots the store does not know, until when.
+    unknown: HashMap<u64, u64>,
     /// When the two slots of a pair were last told where the other is.
     introduced: HashMap<(u64, u64), u64>,
     /// When we last forwarded from one slot to another.
@@ -122,20 +144,41 @@ impl RelayTable {
     }
 
     pub fn add_key(&mut self, slot: u64, key: [u8; 32]) {
+        self.unknown.remove(&slot);
         self.slots.entry(slot).or_insert(Slot {
             key,
             addr: None,
             local: None,
+            last_bind_ms: 0,
         });
+    }
+
+    /// The store has no agent with this slot: its binds are dropped for a while without
+    /// asking again.
+    pub fn unknown_slot(&mut self, slot: u64, now_ms: u64) {
+        if self.unknown.len() >= UNKNOWN_SLOTS {
+            self.unknown.retain(|_, until| *until > now_ms);
+        }
+        if self.unknown.len() >= UNKNOWN_SLOTS
+            && let Some(&any) = self.unknown.keys().next()
+        {
+            self.unknown.remove(&any);
+        }
+        self.unknown.insert(slot, now_ms + UNKNOWN_FOR_MS);
     }
 
     fn allowed(&mut self, from: IpAddr, now_ms: u64) -> bool {
         let second = now_ms / 1000;
-        if self.rate.len() > 100_000 {
+        if self.rate.len() >= RATE_SOURCES && self.rate_swept != second {
             // Forget old windows rather than grow without bound under a spoofed flood.
             self.rate.retain(|_, (s, _)| *s == second);
+            self.rate_swept = second;
         }
-        let entry = self.rate.entry(from).or_insert((second, 0));
+        let entry = if self.rate.len() < RATE_SOURCES || self.rate.contains_key(&from) {
+            self.rate.entry(from).or_insert((second, 0))
+        } else {
+            &mut self.rate_overflow
+        };
         if entry.0 != second {
             *entry = (second, 0);
         }
@@ -245,11 +288,18 @@ impl RelayTable {
             }
             Some(Frame::Bind { id, unix_ms, mac }) => {
                 let Some(slot) = self.slots.get_mut(&id) else {
+                    if self.unknown.get(&id).is_some_and(|until| *until > now_ms) {
+                        return Verdict::Drop("unknown slot");
+                    }
                     return Verdict::NeedKey(id);
                 };
+                if unix_ms <= slot.last_bind_ms {
+                    return Verdict::Drop("replayed bind");
+                }
                 if !relay::verify_bind(&slot.key, id, unix_ms, &mac, now_ms) {
                     return Verdict::Drop("bad or stale bind");
                 }
+                slot.last_bind_ms = unix_ms;
                 if let Some(old) = slot.addr.replace(from)
                     && old != from
                 {
@@ -289,6 +339,7 @@ pub fn spawn(
     crate::own_thread::spawn("relay", move || async move {
         match UdpSocket::from_std(socket).and_then(BatchSocket::new) {
             Ok(socket) => {
+                let (found, answers) = mpsc::channel(LOOKUPS);
                 let mut relay = Relay {
                     socket,
                     table: RelayTable::default(),
@@ -297,9 +348,11 @@ pub fn spawn(
                     metrics,
                     main,
                     streams: HashMap::new(),
+                    lookups: HashMap::new(),
+                    found,
                 };
                 relay.load(hub_slot).await;
-                relay.run(inbox, cancel).await;
+                relay.run(inbox, answers, cancel).await;
             }
             Err(err) => tracing::error!(%err, "cannot serve the relay socket"),
         }
@@ -324,6 +377,20 @@ struct Relay {
     main: tokio::runtime::Handle,
     /// Stream clients by their synthetic address: where frames for them go.
     streams: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Slots whose key is being looked up, with the datagram that asked.
+    lookups: HashMap<u64, Held>,
+    /// Where lookups answer, read by `run`.
+    found: mpsc::Sender<Found>,
+}
+
+/// A store lookup's answer: a slot and its key, if the slot exists.
+type Found = (u64, Result<Option<[u8; 32]>, StoreError>);
+
+/// A datagram waiting for its slot's key.
+struct Held {
+    from: SocketAddr,
+    local: Option<IpAddr>,
+    datagram: Vec<u8>,
 }
 
 /// Forwarded datagrams gathered into one send: `bytes[start..end]` to `to`, from `via`.
@@ -366,7 +433,12 @@ impl Relay {
         }
     }
 
-    async fn run(&mut self, inbox: Inbox, cancel: CancellationToken) {
+    async fn run(
+        &mut self,
+        inbox: Inbox,
+        mut answers: mpsc::Receiver<Found>,
+        cancel: CancellationToken,
+    ) {
         let Inbox {
             mut updates,
             mut streams,
@@ -387,6 +459,7 @@ impl Relay {
                     Some(message) => self.stream_message(message).await,
                     None => streams_open = false,
                 },
+                Some((slot, found)) = answers.recv() => self.key_found(slot, found).await,
                 readable = self.socket.readable() => {
                     if readable.is_err() {
                         continue;
@@ -430,14 +503,14 @@ impl Relay {
         bytes: &mut [u8],
         stride: usize,
     ) {
-        let now_ms = u64::try_from(crate::clock::unix_ms(self.clock.now())).unwrap_or(0);
+        let now_ms = self.now_ms();
         let mut pending: Option<Pending> = None;
         let mut introductions = Vec::new();
         let (mut packets, mut relayed) = (0, 0);
         let mut start = 0;
         while start < bytes.len() {
             let end = (start + stride).min(bytes.len());
-            let verdict = self.verdict(from, local, &bytes[start..end], now_ms).await;
+            let verdict = self.table.handle(from, local, &bytes[start..end], now_ms);
             if let Verdict::Forward {
                 to,
                 source,
@@ -478,9 +551,8 @@ impl Relay {
                         tracing::debug!(%from, reason, "relay dropped a datagram");
                         Metrics::add(&self.metrics.relay_dropped, 1);
                     }
-                    Verdict::NeedKey(_) | Verdict::Forward { .. } => {
-                        Metrics::add(&self.metrics.relay_dropped, 1);
-                    }
+                    Verdict::NeedKey(slot) => self.look_up(slot, from, local, &bytes[start..end]),
+                    Verdict::Forward { .. } => {}
                 }
             }
             start = end;
@@ -496,38 +568,57 @@ impl Relay {
         Metrics::add(&self.metrics.relay_bytes, relayed as u64);
     }
 
-    /// The table's verdict, after loading the key of a slot it has not seen bind yet.
-    async fn verdict(
-        &mut self,
-        from: SocketAddr,
-        local: Option<IpAddr>,
-        datagram: &[u8],
-        now_ms: u64,
-    ) -> Verdict {
-        let verdict = self.table.handle(from, local, datagram, now_ms);
-        let Verdict::NeedKey(slot) = verdict else {
-            return verdict;
+    /// Asks the store for the key of a slot that has not bound yet, without waiting: the
+    /// datagram is held (one per slot, [`LOOKUPS`] slots at a time; others are dropped and
+    /// their agents retry) and handled again when the answer comes.
+    fn look_up(&mut self, slot: u64, from: SocketAddr, local: Option<IpAddr>, datagram: &[u8]) {
+        if self.lookups.len() >= LOOKUPS || self.lookups.contains_key(&slot) {
+            Metrics::add(&self.metrics.relay_dropped, 1);
+            return;
+        }
+        let held = Held {
+            from,
+            local,
+            datagram: datagram.to_vec(),
         };
+        self.lookups.insert(slot, held);
         let store = self.store.clone();
-        let found = on_main(
-            &self.main,
-            async move { store.agent_by_relay_id(slot).await },
-        )
-        .await
-        .unwrap_or(Ok(None));
+        let found = self.found.clone();
+        self.main.spawn(async move {
+            let key = store
+                .agent_by_relay_id(slot)
+                .await
+                .map(|agent| agent.and_then(|agent| parse_key(agent.relay_key.expose())));
+            let _ = found.send((slot, key)).await;
+        });
+    }
+
+    /// The store's answer for a slot: its key, or that there is no such slot (remembered,
+    /// see [`RelayTable::unknown_slot`]). The held datagram is handled again unless the
+    /// store failed, which would only ask again.
+    async fn key_found(&mut self, slot: u64, found: Result<Option<[u8; 32]>, StoreError>) {
+        let held = self.lookups.remove(&slot);
         match found {
-            Ok(Some(agent)) => {
-                if let Some(key) = parse_key(agent.relay_key.expose()) {
-                    self.table.add_key(slot, key);
-                }
-                self.table.handle(from, local, datagram, now_ms)
-            }
-            Ok(None) => Verdict::Drop("unknown slot"),
+            Ok(Some(key)) => self.table.add_key(slot, key),
+            Ok(None) => self.table.unknown_slot(slot, self.now_ms()),
             Err(err) => {
                 tracing::warn!(%err, "cannot look up relay slot");
-                Verdict::Drop("store unavailable")
+                return;
             }
         }
+        if let Some(Held {
+            from,
+            local,
+            mut datagram,
+        }) = held
+        {
+            let stride = datagram.len().max(1);
+            self.forward(from, local, &mut datagram, stride).await;
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(crate::clock::unix_ms(self.clock.now())).unwrap_or(0)
     }
 
     /// Sends `bytes` to `to` as datagrams of `segment` bytes (the last maybe shorter):
@@ -672,5 +763,65 @@ mod tests {
                 Verdict::Drop(_) | Verdict::NeedKey(_)
             ));
         }
+    }
+
+    #[test]
+    fn a_replayed_bind_cannot_move_a_slot() {
+        let mut table = RelayTable::default();
+        let key = relay::relay_key("a");
+        let (agent, thief) = (addr("198.51.100.1:1000"), addr("203.0.113.9:666"));
+        table.add_key(1, key);
+        let captured = relay::write_bind(&key, 1, 5_000);
+        assert!(matches!(
+            table.handle(agent, None, &captured, 5_000),
+            Verdict::Reply(_)
+        ));
+        assert_eq!(
+            table.handle(thief, None, &captured, 5_100),
+            Verdict::Drop("replayed bind")
+        );
+        assert!(matches!(
+            table.handle(agent, None, &relay::write_bind(&key, 1, 5_001), 5_100),
+            Verdict::Reply(_)
+        ));
+        assert_eq!(table.slots.get(&1).and_then(|slot| slot.addr), Some(agent));
+    }
+
+    #[test]
+    fn unknown_slots_are_remembered_a_while_and_in_bounded_number() {
+        let mut table = RelayTable::default();
+        let key = relay::relay_key("x");
+        let from = addr("192.0.2.1:9");
+        let bind = relay::write_bind(&key, 7, 1_000);
+        assert_eq!(table.handle(from, None, &bind, 1_000), Verdict::NeedKey(7));
+        table.unknown_slot(7, 1_000);
+        assert_eq!(
+            table.handle(from, None, &bind, 2_000),
+            Verdict::Drop("unknown slot")
+        );
+        let after = 1_000 + UNKNOWN_FOR_MS + 1;
+        let fresh = relay::write_bind(&key, 7, after);
+        assert_eq!(table.handle(from, None, &fresh, after), Verdict::NeedKey(7));
+        for slot in 0..2 * UNKNOWN_SLOTS as u64 {
+            table.unknown_slot(1_000 + slot, after);
+        }
+        assert!(table.unknown.len() <= UNKNOWN_SLOTS);
+    }
+
+    #[test]
+    fn a_spoofed_flood_keeps_the_rate_table_bounded() {
+        let mut table = RelayTable::default();
+        let sources = RATE_SOURCES as u32 + 1_000;
+        for n in 0..sources {
+            let from = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + n), 9));
+            table.handle(from, None, b"junk", 1_000);
+        }
+        assert_eq!(table.rate.len(), RATE_SOURCES);
+        // Sources past the bound share one budget.
+        assert_eq!(table.rate_overflow, (1, 1_000));
+        // A second later the sweep makes room again.
+        let late = SocketAddr::from(([192, 0, 2, 1], 9));
+        table.handle(late, None, b"junk", 2_000);
+        assert_eq!(table.rate.len(), 1);
     }
 }

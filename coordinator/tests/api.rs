@@ -3,6 +3,7 @@
 //! fresh PostgreSQL database per test.
 #![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
+use connect_coordinator::relay::RelayUpdate;
 use connect_coordinator::store::Store;
 use connect_coordinator::wire::*;
 use connect_coordinator::{AppState, RandomIds, Settings, SystemClock, app};
@@ -19,6 +21,8 @@ use tower::ServiceExt;
 
 struct Hub {
     state: AppState,
+    /// Open relay pairs as the relay would count them from the updates it was sent.
+    pairs: Arc<std::sync::Mutex<HashMap<(u64, u64), i64>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -65,12 +69,23 @@ impl Hub {
         };
         let (state, inbox) =
             connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
-        // The relay is not under test here; keep its channel from filling.
+        let pairs = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let counted = pairs.clone();
         tokio::spawn(async move {
             let mut updates = inbox.updates;
-            while updates.recv().await.is_some() {}
+            while let Some(update) = updates.recv().await {
+                let (key, by) = match update {
+                    RelayUpdate::Allow(a, b) => ((a.min(b), a.max(b)), 1),
+                    RelayUpdate::Disallow(a, b) => ((a.min(b), a.max(b)), -1),
+                };
+                *counted.lock().unwrap().entry(key).or_insert(0) += by;
+            }
         });
-        Self { state, _dir: dir }
+        Self {
+            state,
+            pairs,
+            _dir: dir,
+        }
     }
 
     async fn call(
@@ -420,6 +435,11 @@ async fn shares_are_created_listed_revoked_and_joined() {
     assert_eq!(joined["joiner_ip"], "172.16.0.3");
     assert_eq!(joined["sharer_key_mac"], hex64(0xaa));
     assert_eq!(joined["routes"].as_array().unwrap().len(), 2);
+    // A restarted joiner joins again: still one pair for the relay, closed once at the end.
+    let (status, _) = hub
+        .call(Method::POST, routes::JOIN, Some(&bob), Some(join.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     // Bob cannot see or revoke Alice's share.
     let path = format!("/v1/shares/{}", hex64(1));
@@ -442,6 +462,17 @@ async fn shares_are_created_listed_revoked_and_joined() {
     assert_eq!(revoked["state"], "revoked");
     let (status, _) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
     assert_eq!(status, StatusCode::GONE);
+    // The relay closes the pairs a moment after the end (see share_life::end).
+    let open = || hub.pairs.lock().unwrap().values().any(|count| *count != 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !open(),
+        "relay pairs left open: {:?}",
+        hub.pairs.lock().unwrap()
+    );
     let (status, body) = hub
         .call(Method::POST, routes::JOIN, Some(&bob), Some(join))
         .await;
@@ -615,6 +646,7 @@ async fn state_survives_reopening_the_database() {
             connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
         let hub = Hub {
             state,
+            pairs: Arc::default(),
             _dir: tempfile::tempdir().unwrap(),
         };
         token = hub.agent("alice").await;
@@ -638,7 +670,11 @@ async fn state_survives_reopening_the_database() {
     };
     let (state, _rx) =
         connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
-    let hub = Hub { state, _dir: dir };
+    let hub = Hub {
+        state,
+        pairs: Arc::default(),
+        _dir: dir,
+    };
     let (status, list) = hub
         .call(Method::GET, routes::SHARES, Some(&token), None)
         .await;

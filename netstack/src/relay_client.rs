@@ -100,6 +100,9 @@ impl WallClock {
 pub(crate) struct RelayClient {
     config: RelayConfig,
     clock: WallClock,
+    /// The time in our last bind: the relay refuses a bind no newer than the last it took
+    /// (a replay), so ours only go forward, even when a fresh wall-clock reading is behind.
+    last_bind_ms: u64,
     observed: Option<SocketAddr>,
     next_udp_bind: Instant,
     /// When the first UDP bind since the last UDP answer went out; `None` while UDP
@@ -120,6 +123,7 @@ impl RelayClient {
         Self {
             config,
             clock: WallClock { at: now, unix_ms },
+            last_bind_ms: 0,
             observed: None,
             next_udp_bind: now,
             unanswered_since: None,
@@ -212,7 +216,12 @@ impl RelayClient {
         } else {
             return None;
         };
-        let bind = relay::write_bind(&self.config.key, self.config.slot, self.clock.unix_ms(now));
+        let unix_ms = self
+            .clock
+            .unix_ms(now)
+            .max(self.last_bind_ms.saturating_add(1));
+        self.last_bind_ms = unix_ms;
+        let bind = relay::write_bind(&self.config.key, self.config.slot, unix_ms);
         Some((bind, dst))
     }
 
@@ -378,6 +387,27 @@ mod tests {
             panic!("not a bind");
         };
         assert_eq!(unix_ms, 1_000_000 + 15_000);
+    }
+
+    #[test]
+    fn bind_times_only_go_forward_when_the_wall_clock_steps_back() {
+        let now = Instant::now();
+        let mut client = RelayClient::new(config(true), now, 1_000_000);
+        let times: Vec<u64> = [0, 1, 2]
+            .into_iter()
+            .filter_map(|step| {
+                let at = now + BIND_RETRY * step;
+                if step > 0 {
+                    client.set_wall_clock(at, 500_000);
+                }
+                let (bind, _) = client.poll_bind(at)?;
+                match relay::parse(&bind) {
+                    Some(Frame::Bind { unix_ms, .. }) => Some(unix_ms),
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(times, vec![1_000_000, 1_000_001, 1_000_002]);
     }
 
     #[test]

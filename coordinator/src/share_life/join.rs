@@ -40,7 +40,7 @@ pub async fn join(
         .ok_or(ApiError::ShareNotFound)?;
     let sharer_key = stored_key(&sharer.public_key, "sharer key")?;
     let joiner_key = stored_key(&agent.public_key, "joiner key")?;
-    let joined = match state
+    let (joined, first) = match state
         .store
         .record_join(
             &share.lookup,
@@ -68,7 +68,7 @@ pub async fn join(
         agent: agent.name.clone(),
         candidates: candidates(&req.candidates),
     };
-    announce(state, &share.agent_id, sharer.relay_id, peer).await;
+    announce(state, &share.agent_id, sharer.relay_id, peer, first).await;
     tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
     Ok(JoinResponse {
         name: share.name,
@@ -89,17 +89,27 @@ pub async fn join(
 }
 
 /// What a join tells the rest of the hub: the sharer's stream hears of the joiner (whose
-/// MAC it checks), and the relay opens the pair.
-async fn announce(state: &AppState, sharer_agent: &str, sharer_slot: u64, peer: JoinedPeer) {
+/// MAC it checks), and the relay opens the pair on the agent's first join of the share
+/// only: ending the share closes it once per join row, so a repeated join must not leave
+/// the pair counted twice.
+async fn announce(
+    state: &AppState,
+    sharer_agent: &str,
+    sharer_slot: u64,
+    peer: JoinedPeer,
+    first: bool,
+) {
     let joiner_slot = peer.relay_id;
     state
         .events
         .publish(sharer_agent, &StreamEvent::PeerJoined { peer })
         .await;
-    state
-        .events
-        .relay(RelayUpdate::Allow(sharer_slot, joiner_slot))
-        .await;
+    if first {
+        state
+            .events
+            .relay(RelayUpdate::Allow(sharer_slot, joiner_slot))
+            .await;
+    }
     Metrics::add(&state.metrics.joins, 1);
 }
 

@@ -52,8 +52,9 @@ pub enum JoinError {
 }
 
 impl Store {
-    /// Records a join. A second join by the same agent keeps its address and updates the
-    /// rest (a restarted joiner comes back with a new key).
+    /// Records a join, and whether it is the agent's first join of this share. A second
+    /// join by the same agent keeps its address and updates the rest (a restarted joiner
+    /// comes back with a new key).
     pub async fn record_join(
         &self,
         share: &str,
@@ -62,7 +63,7 @@ impl Store {
         key_mac: &str,
         from: &str,
         now_ms: i64,
-    ) -> Result<JoinRow, JoinError> {
+    ) -> Result<(JoinRow, bool), JoinError> {
         let updated = sqlx::query(
             "UPDATE joins SET public_key = $1, key_mac = $2, from_addr = $3, at = $4 \
              WHERE share_lookup = $5 AND agent_id = $6",
@@ -76,7 +77,8 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(StoreError::from)?;
-        if updated.rows_affected() == 0 {
+        let first = updated.rows_affected() == 0;
+        if first {
             for _ in 0..8 {
                 let taken: Vec<i64> = sqlx::query(
                     "SELECT joiner_host FROM joins WHERE share_lookup = $1 ORDER BY joiner_host",
@@ -128,7 +130,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::from)?;
-        Ok(JoinRow::from_row(&row)?)
+        Ok((JoinRow::from_row(&row)?, first))
     }
 
     pub async fn joins_of(&self, share: &str) -> Result<Vec<JoinRow>, StoreError> {
