@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use base64::Engine;
-use connect_api::Route;
+use connect_api::{Route, ShareState};
 use connect_netstack::{PublicKey, StaticSecret};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,25 @@ pub struct LocalShare {
     /// `--ssh`: the line this share put in an account's `authorized_keys`.
     #[serde(default)]
     pub ssh: Option<LocalSsh>,
+    /// How the share ended, once it has: it stays listed, with its code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+}
+
+impl LocalShare {
+    /// Not ended, and before its own deadline (kept here, not taken from the hub).
+    pub fn is_live(&self, now: time::OffsetDateTime) -> bool {
+        self.ended.is_none() && self.expires_at > now
+    }
+}
+
+/// How a share made here ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Ended {
+    pub state: ShareState,
+    /// Whether the hub knows: a revoke made here while the hub was unreachable is told
+    /// to it later, by the running agent.
+    pub hub_told: bool,
 }
 
 /// Everything but the code, which is a secret.
@@ -169,21 +188,43 @@ impl Paths {
             .filter(|t| !t.is_empty())
     }
 
+    /// The services `connect expose` added: kept here, decided here (the hub lists a copy).
+    pub fn services(&self) -> PathBuf {
+        self.dir.join("services.json")
+    }
+
     pub fn local_shares(&self) -> anyhow::Result<Vec<LocalShare>> {
-        match std::fs::read_to_string(self.shares()) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("cannot read {}", self.shares().display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(err) => {
-                Err(err).with_context(|| format!("cannot read {}", self.shares().display()))
-            }
-        }
+        read_list(&self.shares())
     }
 
     pub fn save_local_shares(&self, shares: &[LocalShare]) -> anyhow::Result<()> {
-        let text = serde_json::to_vec_pretty(shares).context("cannot encode shares")?;
-        write_private(&self.shares(), &text)
+        write_list(&self.shares(), shares)
     }
+
+    pub fn local_services(&self) -> anyhow::Result<Vec<Route>> {
+        read_list(&self.services())
+    }
+
+    pub fn save_local_services(&self, services: &[Route]) -> anyhow::Result<()> {
+        write_list(&self.services(), services)
+    }
+}
+
+/// A JSON list this machine keeps; no file is an empty list.
+fn read_list<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_list<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()> {
+    let text = serde_json::to_vec_pretty(items)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_private(path, &text)
 }
 
 /// Creates the directory that will hold `path` when it is missing, readable by its owner

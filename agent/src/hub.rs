@@ -133,24 +133,33 @@ impl Hub {
         self.get(routes::ME).await
     }
 
-    pub async fn services(&self) -> anyhow::Result<Vec<Route>> {
-        Ok(self.get::<ServiceList>(routes::SERVICES).await?.services)
+    /// Gives the hub a copy of an exposed service (for listing), replacing one of the same
+    /// name. What shares serve is decided by this machine's own list, not by this copy.
+    pub async fn copy_service(&self, route: &Route) -> anyhow::Result<()> {
+        let add = || {
+            self.request(reqwest::Method::POST, routes::SERVICES)
+                .json(route)
+        };
+        match self.exchange(add()).await {
+            Ok(_) => Ok(()),
+            Err(Refusal::Api(detail)) if detail.code == ErrorCode::Conflict => {
+                self.forget_service(&route.name).await?;
+                self.exchange(add()).await.map_err(Refusal::into_fail)?;
+                Ok(())
+            }
+            Err(refusal) => Err(refusal.into_fail().into()),
+        }
     }
 
-    pub async fn add_service(&self, route: &Route) -> anyhow::Result<Route> {
-        self.post(routes::SERVICES, route).await
-    }
-
-    pub async fn remove_service(&self, name: &str) -> anyhow::Result<()> {
+    /// Removes the hub's copy of a service; one it never had is fine.
+    pub async fn forget_service(&self, name: &str) -> anyhow::Result<()> {
         let path = routes::SERVICE.replace("{name}", name);
         match self
             .exchange(self.request(reqwest::Method::DELETE, &path))
             .await
         {
             Ok(_) => Ok(()),
-            Err(Refusal::Api(detail)) if detail.code == ErrorCode::ServiceNotFound => {
-                Err(Fail::Usage(format!("No exposed service named {name}")).into())
-            }
+            Err(Refusal::Api(detail)) if detail.code == ErrorCode::ServiceNotFound => Ok(()),
             Err(refusal) => Err(refusal.into_fail().into()),
         }
     }
@@ -287,15 +296,7 @@ impl Refusal {
             | ErrorCode::Unavailable
             | ErrorCode::TooLarge
             | ErrorCode::Internal
-            | ErrorCode::Error => Fail::Hub(capitalize(&detail.message)),
+            | ErrorCode::Error => Fail::Hub(crate::output::capitalize(&detail.message)),
         }
-    }
-}
-
-fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }

@@ -1,7 +1,7 @@
 //! What the hub accepts from agents, checked in one place: service routes, SSH offers,
 //! and the hex values lookups and MACs travel as.
 
-use connect_api::{Route, SshOffer, is_account_name};
+use connect_api::{Route, SshOffer, is_account_name, route_problem};
 
 use crate::error::ApiError;
 use crate::store::NewSshKey;
@@ -11,34 +11,12 @@ pub fn is_hex_64(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Names are what users type; targets are `HOST:PORT` the sharing machine resolves.
+/// See [`route_problem`], the rule the agent applies too.
 pub fn validate_route(route: &Route) -> Result<(), ApiError> {
-    let name_ok = !route.name.is_empty()
-        && route.name.len() <= 64
-        && route
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !name_ok {
-        return Err(ApiError::Invalid(
-            "service name must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        ));
+    match route_problem(route) {
+        Some(problem) => Err(ApiError::Invalid(problem.into())),
+        None => Ok(()),
     }
-    if route.port == 0 {
-        return Err(ApiError::Invalid("port must be 1 to 65535".into()));
-    }
-    let target_ok = route.target.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && host.len() <= 253 && port.parse::<u16>().is_ok_and(|p| p > 0)
-    });
-    if !target_ok
-        || route
-            .target
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::Invalid("target must be HOST:PORT".into()));
-    }
-    Ok(())
 }
 
 /// An ed25519 key in OpenSSH's format is well under 1 KiB; leave room, refuse junk.

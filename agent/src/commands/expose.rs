@@ -1,19 +1,22 @@
 //! `connect expose HOST:PORT --name NAME [--udp]`, `--list`, `--remove NAME`.
+//!
+//! The services live in this machine's `services.json`, which `share` snapshots; the hub
+//! gets a copy to list and never decides what a share serves.
 
 use std::process::ExitCode;
 
-use connect_api::{Protocol, Route};
+use connect_api::{Protocol, Route, route_problem};
 use serde_json::json;
 
 use crate::cli::ExposeArgs;
 use crate::context::Context;
+use crate::error::Fail;
 use crate::output;
 use crate::target::parse_target;
 
 pub async fn run(ctx: &Context, args: ExposeArgs) -> anyhow::Result<ExitCode> {
-    let hub = ctx.agent_hub()?;
+    let mut services = ctx.paths.local_services()?;
     if args.list {
-        let services = hub.services().await?;
         if ctx.json {
             output::json(&json!({ "services": services }));
         } else if services.is_empty() {
@@ -28,8 +31,14 @@ pub async fn run(ctx: &Context, args: ExposeArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let hub = ctx.agent_hub()?;
     if let Some(name) = args.remove {
-        hub.remove_service(&name).await?;
+        let Some(index) = services.iter().position(|s| s.name == name) else {
+            return Err(Fail::Usage(format!("No exposed service named {name}")).into());
+        };
+        services.remove(index);
+        ctx.paths.save_local_services(&services)?;
+        hub.forget_service(&name).await?;
         if ctx.json {
             output::json(&json!({ "removed": name }));
         } else {
@@ -53,7 +62,20 @@ pub async fn run(ctx: &Context, args: ExposeArgs) -> anyhow::Result<ExitCode> {
             Protocol::Tcp
         },
     };
-    let route = hub.add_service(&route).await?;
+    if let Some(problem) = route_problem(&route) {
+        return Err(Fail::Usage(output::capitalize(problem)).into());
+    }
+    if services.iter().any(|s| s.name == route.name) {
+        return Err(Fail::Usage(format!(
+            "A service named {} is already exposed (remove it first: connect expose --remove {})",
+            route.name, route.name
+        ))
+        .into());
+    }
+    // The hub is told first: a hub that cannot be reached leaves nothing half done.
+    hub.copy_service(&route).await?;
+    services.push(route.clone());
+    ctx.paths.save_local_services(&services)?;
     if ctx.json {
         output::json(&route);
     } else {

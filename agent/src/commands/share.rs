@@ -12,6 +12,7 @@ use crate::config::{LocalShare, LocalSsh};
 use crate::context::Context;
 use crate::error::Fail;
 use crate::output;
+use crate::runtime::shares::ShareBook;
 use crate::ssh::authorized_keys::AuthorizedKeys;
 use crate::ssh::{self, keypair, password};
 
@@ -54,23 +55,7 @@ fn code_of(text: &str) -> Result<ShareCode, Fail> {
 
 pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
     if let Some(text) = &args.revoke {
-        let code = code_of(text)?;
-        ctx.agent_hub()?.revoke(&code.lookup()).await?;
-        // The agent does this too when it runs; the key must go even when it does not.
-        if let Some(share) = ctx
-            .paths
-            .local_shares()?
-            .iter()
-            .find(|s| s.lookup == code.lookup())
-        {
-            ssh::uninstall(share);
-        }
-        if ctx.json {
-            output::json(&json!({ "code": code.to_string(), "state": "revoked" }));
-        } else {
-            println!("[ok] Share {code} revoked.");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return revoke(ctx, &code_of(text)?).await;
     }
     if let Some(text) = &args.info {
         return info(ctx, &code_of(text)?).await;
@@ -79,6 +64,37 @@ pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         return list(ctx).await;
     }
     create(ctx, args).await
+}
+
+/// Ends a share made here on this machine first (the running agent cuts its joiners at
+/// once, and the SSH key goes), then tells the hub. A hub that cannot be reached hears of
+/// it from the agent later; the share is over either way.
+async fn revoke(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
+    let lookup = code.lookup();
+    let hub = ctx.agent_hub()?;
+    let mut book = ShareBook::load(&ctx.paths)?;
+    let mine = book.end(&lookup, ShareState::Revoked, false);
+    if let Some(share) = &mine {
+        ssh::uninstall(share);
+        let _ = crate::runtime::control::ask(&ctx.paths.socket(), "reload").await;
+    }
+    match hub.revoke(&lookup).await {
+        Ok(_) => book.told(&lookup),
+        Err(err) if mine.is_some() => match err.downcast_ref::<Fail>() {
+            Some(Fail::ShareNotFound) => book.told(&lookup),
+            Some(Fail::HubUnreachable(url)) => eprintln!(
+                "[!] Cannot connect to hub at {url}: the share is ended on this machine; the hub hears of it when the agent next reaches it."
+            ),
+            _ => return Err(err),
+        },
+        Err(err) => return Err(err),
+    }
+    if ctx.json {
+        output::json(&json!({ "code": code.to_string(), "state": "revoked" }));
+    } else {
+        println!("[ok] Share {code} revoked.");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a new share will serve, decided on this machine before the hub hears of it.
@@ -98,7 +114,10 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         None => std::time::Duration::from_secs(24 * 3600),
     };
     let hub = ctx.agent_hub()?;
-    let plan = plan(&args, expires, hub.services().await?)?;
+    let plan = plan(&args, expires, ctx.paths.local_services()?)?;
+    // The deadline is this machine's: the running agent ends the share then, whatever the
+    // hub says.
+    let expires_at = time::OffsetDateTime::now_utc() + plan.expires;
     let key = ctx.paths.keys()?;
     let code = ShareCode::generate();
     let ssh = if args.ssh {
@@ -132,7 +151,14 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             return Err(err);
         }
     };
-    remember(ctx, &code, &share, &plan, ssh.as_ref())?;
+    if let Err(problem) = check_address(ctx, &share) {
+        let _ = hub.revoke(&share.lookup).await;
+        if let Some((file, local)) = installed {
+            let _ = file.remove(&local.marker);
+        }
+        return Err(Fail::Hub(problem).into());
+    }
+    remember(ctx, &code, &share, &plan, expires_at, ssh.as_ref())?;
     // A running agent serves the new share's address and public URL at once.
     let _ = crate::runtime::control::ask(&ctx.paths.socket(), "reload").await;
     if ctx.json {
@@ -140,11 +166,11 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
             "code": code.to_string(),
             "name": share.name,
             "url": share.url,
-            "expires_at": output::rfc3339(share.expires_at),
+            "expires_at": output::rfc3339(expires_at),
             "routes": plan.routes,
         }));
     } else {
-        print_created(&code, &share, &plan, ssh.as_ref());
+        print_created(&code, &share, &plan, expires_at, ssh.as_ref());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -191,18 +217,41 @@ fn plan(
     })
 }
 
+/// The share's tunnel address as the hub chose it: the shared machine's (.2) in a /24 of
+/// 172.16.0.0/12 that no live share of this machine uses.
+fn check_address(ctx: &Context, share: &Share) -> Result<(), String> {
+    let ip = share.machine_ip;
+    let now = time::OffsetDateTime::now_utc();
+    let taken = ctx
+        .paths
+        .local_shares()
+        .unwrap_or_default()
+        .iter()
+        .any(|s| s.is_live(now) && s.machine_ip.octets()[..3] == ip.octets()[..3]);
+    if !connect_api::in_overlay(ip) || ip.octets()[3] != 2 || taken {
+        return Err(format!(
+            "The hub gave the share the address {ip}, which is not a free shared-machine address in 172.16.0.0/12; refusing it"
+        ));
+    }
+    Ok(())
+}
+
+/// How long an ended share stays listed (with its code) in `share --list`.
+const HISTORY: time::Duration = time::Duration::days(30);
+
 /// Keeps the new share (its code above all) in this machine's shares file, dropping
-/// expired ones.
+/// shares that ended or expired more than [`HISTORY`] ago.
 fn remember(
     ctx: &Context,
     code: &ShareCode,
     share: &Share,
     plan: &Plan,
+    expires_at: time::OffsetDateTime,
     ssh: Option<&PreparedSsh>,
 ) -> anyhow::Result<()> {
     let mut local = ctx.paths.local_shares()?;
     let now = time::OffsetDateTime::now_utc();
-    local.retain(|s| s.expires_at > now);
+    local.retain(|s| s.is_live(now) || s.expires_at > now - HISTORY);
     local.push(LocalShare {
         code: code.to_string(),
         lookup: share.lookup.clone(),
@@ -211,13 +260,20 @@ fn remember(
         routes: plan.routes.clone(),
         all_ports: plan.all_ports.clone(),
         http_port: share.url.as_ref().and(plan.http_port),
-        expires_at: share.expires_at,
+        expires_at,
         ssh: ssh.map(|s| s.local.clone()),
+        ended: None,
     });
     ctx.paths.save_local_shares(&local)
 }
 
-fn print_created(code: &ShareCode, share: &Share, plan: &Plan, ssh: Option<&PreparedSsh>) {
+fn print_created(
+    code: &ShareCode,
+    share: &Share,
+    plan: &Plan,
+    expires_at: time::OffsetDateTime,
+    ssh: Option<&PreparedSsh>,
+) {
     let why = &plan.why;
     println!("[ok] Environment share created!");
     println!("Share Code: {code}");
@@ -251,7 +307,7 @@ fn print_created(code: &ShareCode, share: &Share, plan: &Plan, ssh: Option<&Prep
     }
     println!(
         "{}",
-        output::expires_line(share.expires_at, time::OffsetDateTime::now_utc())
+        output::expires_line(expires_at, time::OffsetDateTime::now_utc())
     );
 }
 
@@ -344,14 +400,17 @@ fn print_routes(routes: &[Route], all_ports: Option<&str>) {
 }
 
 async fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
-    let shares = ctx.agent_hub()?.shares().await?;
+    let mut shares = ctx.agent_hub()?.shares().await?;
     let codes = ctx.paths.local_shares()?;
-    let code_for = |share: &Share| {
-        codes
-            .iter()
-            .find(|l| l.lookup == share.lookup)
-            .map(|l| l.code.clone())
-    };
+    let mine = |share: &Share| codes.iter().find(|l| l.lookup == share.lookup);
+    // This machine's word on its own shares wins: ended here is ended, even if the hub
+    // has not heard yet.
+    for share in &mut shares {
+        if let Some(ended) = mine(share).and_then(|l| l.ended) {
+            share.state = ended.state;
+        }
+    }
+    let code_for = |share: &Share| mine(share).map(|l| l.code.clone());
     if ctx.json {
         let shares: Vec<_> = shares
             .iter()

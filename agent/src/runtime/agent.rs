@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use connect_api::{HubPeer, JoinedPeer, StreamEvent};
+use connect_api::{HubPeer, JoinedPeer, ShareState, StreamEvent};
 use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{
     Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, RelayTransport, Route, Target, relay,
@@ -19,6 +19,7 @@ use super::policy::policy_of;
 use super::shares::ShareBook;
 use crate::code::{Role, ShareCode};
 use crate::config::LocalShare;
+use crate::error::Fail;
 use crate::hub::Hub;
 use crate::output;
 
@@ -113,36 +114,74 @@ impl<'a> Agent<'a> {
             }
             StreamEvent::ShareCreated { .. } => self.reload_shares().await,
             StreamEvent::ShareEnded { lookup, state } => {
-                let gone: Vec<PublicKey> = self
-                    .joined
-                    .iter()
-                    .filter(|(_, j)| j.lookup == lookup)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for key in gone {
-                    self.remove(key).await;
-                }
-                if let Some(ended) = self.shares.end(&lookup) {
+                if let Some(ended) = self.shares.end(&lookup, state, true) {
                     crate::ssh::uninstall(&ended);
-                    let _ = self.net.set_addresses(self.shares.live_addresses()).await;
                     tracing::info!(%state, "share ended; its joiners are cut off");
                 }
-                self.sync_hub().await;
+                self.cut_off_ended().await;
             }
         }
     }
 
     /// Serves the addresses and public URLs of the shares in this machine's share file,
-    /// read again: `connect share` wrote a new one.
+    /// read again: `connect share` wrote a new one, or revoked one.
     pub(super) async fn reload_shares(&mut self) {
         self.shares.reload();
+        self.expire_due().await;
+    }
+
+    /// Ends the shares whose deadline (this machine's, not the hub's) has come, whether
+    /// or not the hub is there to say so.
+    pub(super) async fn expire_due(&mut self) {
+        let now = time::OffsetDateTime::now_utc();
+        for lookup in self.shares.due(now) {
+            // The hub expires its copy at the same deadline by itself.
+            if let Some(ended) = self.shares.end(&lookup, ShareState::Expired, true) {
+                crate::ssh::uninstall(&ended);
+                tracing::info!(share = %ended.name, "share expired; its joiners are cut off");
+            }
+        }
+        self.cut_off_ended().await;
+    }
+
+    /// When the next live share reaches its deadline.
+    pub(super) fn next_deadline(&self) -> Option<time::OffsetDateTime> {
+        self.shares.next_deadline()
+    }
+
+    /// Tells the hub of shares revoked here while it could not be reached.
+    pub(super) async fn tell_hub(&mut self, hub: &Hub) {
+        for lookup in self.shares.untold() {
+            match hub.revoke(&lookup).await {
+                Ok(_) => self.shares.told(&lookup),
+                Err(err) => match err.downcast_ref::<Fail>() {
+                    // Ended there already: nothing left to tell.
+                    Some(Fail::ShareNotFound) => self.shares.told(&lookup),
+                    _ => tracing::debug!("{err:#}; the hub hears of the revoke later"),
+                },
+            }
+        }
+    }
+
+    /// Removes the joiners of shares that are no longer live, and serves the addresses
+    /// and public URLs of those that are.
+    async fn cut_off_ended(&mut self) {
+        let gone: Vec<PublicKey> = self
+            .joined
+            .iter()
+            .filter(|(_, j)| self.shares.find_live(&j.lookup).is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            self.remove(key).await;
+        }
         let _ = self.net.set_addresses(self.shares.live_addresses()).await;
         self.sync_hub().await;
     }
 
     /// Lets the hub reach exactly the HTTP ports of this machine's live public shares, from
     /// its `.1` address in each share's block; no public share, no hub peer.
-    pub(super) async fn sync_hub(&mut self) {
+    async fn sync_hub(&mut self) {
         let Some(hub) = self.hub_peer else {
             return;
         };
@@ -179,8 +218,8 @@ impl<'a> Agent<'a> {
     /// and its address is inside the share's block; what it may reach is what this
     /// machine snapshotted when it made the share.
     fn vouched(&self, peer: &JoinedPeer) -> Option<PeerConfig> {
-        let Some(share) = self.shares.find(&peer.lookup) else {
-            tracing::warn!(agent = %peer.agent, "a join for a share this machine did not make; ignored");
+        let Some(share) = self.shares.find_live(&peer.lookup) else {
+            tracing::warn!(agent = %peer.agent, "a join for no live share of this machine; ignored");
             return None;
         };
         let code = ShareCode::parse(&share.code)?;
@@ -216,7 +255,7 @@ impl<'a> Agent<'a> {
         if self.chatty {
             let name = self
                 .shares
-                .find(&peer.lookup)
+                .find_live(&peer.lookup)
                 .map_or("a share", |share| share.name.as_str());
             println!(
                 "==> connect: {} joined {name} ({})",

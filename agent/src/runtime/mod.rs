@@ -10,7 +10,7 @@
 mod agent;
 pub mod control;
 mod policy;
-mod shares;
+pub(crate) mod shares;
 mod stream;
 
 use std::process::ExitCode;
@@ -77,7 +77,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         println!("==> connect: Press Ctrl-C to stop.");
     }
     let mut agent = Agent::new(&net, book, me.hub_peer, !ctx.json);
-    agent.sync_hub().await;
+    // Shares whose deadline passed while the agent was stopped end now.
+    agent.expire_due().await;
     sync_ssh_keys(agent.shares(), true);
     let served = serve(&mut agent, &net, &started).await;
     // Nobody can SSH in through a stopped agent; the keys go until it runs again.
@@ -97,9 +98,11 @@ async fn serve(agent: &mut Agent<'_>, net: &Netstack, started: &Started) -> anyh
     let stream_task = tokio::spawn(stream::hold(started.hub.clone(), inputs));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
+        let deadline = agent.next_deadline();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            () = until(deadline) => agent.expire_due().await,
             input = events.recv() => match input {
                 Some(Input::Event(event)) => agent.apply(event).await,
                 Some(Input::Connected(up)) => {
@@ -108,6 +111,7 @@ async fn serve(agent: &mut Agent<'_>, net: &Netstack, started: &Started) -> anyh
                     // than at the next 15 s refresh.
                     if up {
                         let _ = net.set_relay(started.relay.clone()).await;
+                        agent.tell_hub(&started.hub).await;
                     }
                 }
                 None => break,
@@ -137,10 +141,22 @@ async fn answer(agent: &mut Agent<'_>, started: &Started, request: Request) -> s
         // `connect share` wrote a new share: serve its address and URL now.
         Request::Reload => {
             agent.reload_shares().await;
+            agent.tell_hub(&started.hub).await;
             json!({"reloaded": true})
         }
         Request::Down => json!({"up": false}),
         Request::Unknown(other) => json!({"error": format!("unknown request {other:?}")}),
+    }
+}
+
+/// Resolves at `deadline` (wall-clock time), never without one.
+async fn until(deadline: Option<time::OffsetDateTime>) {
+    match deadline {
+        Some(at) => {
+            let wait = at - time::OffsetDateTime::now_utc();
+            tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -150,7 +166,7 @@ fn sync_ssh_keys(shares: &[LocalShare], running: bool) {
     let now = time::OffsetDateTime::now_utc();
     for share in shares {
         let Some(ssh) = &share.ssh else { continue };
-        if running && share.expires_at > now {
+        if running && share.is_live(now) {
             if !ssh.once
                 && let Err(err) = crate::ssh::install(share)
             {

@@ -1,14 +1,17 @@
-//! The shares this machine made, as the running agent keeps them: in memory, read from
-//! `shares.json` when another process (`connect share`) says it wrote a new one, and
-//! saved atomically when a share ends. A save that fails is reported, never dropped.
+//! The shares this machine made, as the running agent and `connect share` keep them: in
+//! memory, read from `shares.json` again when another process says it wrote to it, and
+//! saved atomically when a share ends. Ended shares stay (with their codes) for
+//! `share --list`. A save that fails is reported, never dropped.
 
 use std::net::Ipv4Addr;
 
 use time::OffsetDateTime;
 
-use crate::config::{LocalShare, Paths};
+use connect_api::ShareState;
 
-pub(super) struct ShareBook {
+use crate::config::{Ended, LocalShare, Paths};
+
+pub(crate) struct ShareBook {
     paths: Paths,
     shares: Vec<LocalShare>,
 }
@@ -16,7 +19,7 @@ pub(super) struct ShareBook {
 impl ShareBook {
     /// # Errors
     /// When `shares.json` exists but cannot be read.
-    pub(super) fn load(paths: &Paths) -> anyhow::Result<Self> {
+    pub(crate) fn load(paths: &Paths) -> anyhow::Result<Self> {
         Ok(Self {
             shares: paths.local_shares()?,
             paths: paths.clone(),
@@ -25,38 +28,90 @@ impl ShareBook {
 
     /// Reads the file again (`connect share` wrote to it). An unreadable file keeps what
     /// is in memory, and says so.
-    pub(super) fn reload(&mut self) {
+    pub(crate) fn reload(&mut self) {
         match self.paths.local_shares() {
             Ok(shares) => self.shares = shares,
             Err(err) => tracing::warn!("{err:#}; keeping the shares already loaded"),
         }
     }
 
-    pub(super) fn all(&self) -> &[LocalShare] {
+    pub(crate) fn all(&self) -> &[LocalShare] {
         &self.shares
     }
 
-    pub(super) fn find(&self, lookup: &str) -> Option<&LocalShare> {
-        self.shares.iter().find(|s| s.lookup == lookup)
+    /// A live share: only those vouch for joiners.
+    pub(crate) fn find_live(&self, lookup: &str) -> Option<&LocalShare> {
+        self.live().find(|s| s.lookup == lookup)
     }
 
-    /// Shares that have not expired yet.
-    pub(super) fn live(&self) -> impl Iterator<Item = &LocalShare> {
+    /// Shares that have not ended nor reached their deadline.
+    pub(crate) fn live(&self) -> impl Iterator<Item = &LocalShare> {
         let now = OffsetDateTime::now_utc();
-        self.shares.iter().filter(move |s| s.expires_at > now)
+        self.shares.iter().filter(move |s| s.is_live(now))
+    }
+
+    /// Shares past their own deadline that have not been ended yet.
+    pub(crate) fn due(&self, now: OffsetDateTime) -> Vec<String> {
+        self.shares
+            .iter()
+            .filter(|s| s.ended.is_none() && s.expires_at <= now)
+            .map(|s| s.lookup.clone())
+            .collect()
+    }
+
+    /// The next deadline of a live share.
+    pub(crate) fn next_deadline(&self) -> Option<OffsetDateTime> {
+        self.live().map(|s| s.expires_at).min()
+    }
+
+    /// Revokes made here that the hub has not heard of yet.
+    pub(crate) fn untold(&self) -> Vec<String> {
+        self.shares
+            .iter()
+            .filter(|s| s.ended.is_some_and(|e| !e.hub_told))
+            .map(|s| s.lookup.clone())
+            .collect()
     }
 
     /// The tunnel addresses of the live shares, which the node's stack answers for.
-    pub(super) fn live_addresses(&self) -> Vec<Ipv4Addr> {
+    pub(crate) fn live_addresses(&self) -> Vec<Ipv4Addr> {
         self.live().map(|s| s.machine_ip).collect()
     }
 
-    /// Forgets an ended share and saves the rest; returns it, if this machine had it.
-    /// The file is read first, so a share `connect share` has just written is kept.
-    pub(super) fn end(&mut self, lookup: &str) -> Option<LocalShare> {
+    /// Ends a share: marks it and saves. Returns it when it had not ended before. The file
+    /// is read first, so a share another process has just written is kept.
+    pub(crate) fn end(
+        &mut self,
+        lookup: &str,
+        state: ShareState,
+        hub_told: bool,
+    ) -> Option<LocalShare> {
         self.reload();
-        let index = self.shares.iter().position(|s| s.lookup == lookup)?;
-        let ended = self.shares.remove(index);
+        let share = self
+            .shares
+            .iter_mut()
+            .find(|s| s.lookup == lookup && s.ended.is_none())?;
+        share.ended = Some(Ended { state, hub_told });
+        let ended = share.clone();
+        self.save();
+        Some(ended)
+    }
+
+    /// The hub now knows the share ended.
+    pub(crate) fn told(&mut self, lookup: &str) {
+        self.reload();
+        if let Some(ended) = self
+            .shares
+            .iter_mut()
+            .filter(|s| s.lookup == lookup)
+            .find_map(|s| s.ended.as_mut())
+        {
+            ended.hub_told = true;
+            self.save();
+        }
+    }
+
+    fn save(&self) {
         if let Err(err) = self.paths.save_local_shares(&self.shares) {
             tracing::error!("{err:#}");
             eprintln!(
@@ -64,6 +119,5 @@ impl ShareBook {
                 self.paths.shares().display()
             );
         }
-        Some(ended)
     }
 }

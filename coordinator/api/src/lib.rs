@@ -26,6 +26,36 @@ pub fn is_account_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// What is wrong with a service route, if anything: the one rule for names (what users
+/// type) and targets (`HOST:PORT` the sharing machine resolves), applied by the agent
+/// that keeps its services and by the hub that lists a copy.
+pub fn route_problem(route: &Route) -> Option<&'static str> {
+    let name_ok = !route.name.is_empty()
+        && route.name.len() <= 64
+        && route
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Some("service name must be 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    if route.port == 0 {
+        return Some("port must be 1 to 65535");
+    }
+    let target_ok = route.target.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && host.len() <= 253 && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !target_ok
+        || route
+            .target
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Some("target must be HOST:PORT");
+    }
+    None
+}
+
 /// Whether `ip` is in the tunnel range, 172.16.0.0/12, where every share's addresses are.
 pub fn in_overlay(ip: Ipv4Addr) -> bool {
     let [a, b, _, _] = ip.octets();
