@@ -7,6 +7,7 @@
 //! TCP/UDP sockets for the flows it serves, and streams for the flows a program dials.
 //! Imports point one way: `io` uses the core, never the reverse.
 
+mod answers;
 mod device;
 mod error;
 mod event;

@@ -38,6 +38,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use smoltcp::socket::tcp;
 
 use crate::Error;
+use crate::answers::Answers;
 use crate::event::Event;
 use crate::flow::{CloseReason, Flow, FlowId, FlowKind, FlowTable, TcpFlow, UdpFlow};
 use crate::packet::{self, FiveTuple, IPV4_HEADER, Inspected, UDP_HEADER};
@@ -144,6 +145,8 @@ pub struct Node {
     /// Hole-punching openers, sent with a small TTL (see `path`).
     openers: VecDeque<(SocketAddr, Vec<u8>)>,
     raw_rx: VecDeque<Vec<u8>>,
+    /// Raw mode: what may come back to the joiner's kernel (answers to its own flows).
+    answers: Answers,
     /// Flows whose socket may have changed since the last look.
     touched: Vec<FlowId>,
     touch_all: bool,
@@ -182,6 +185,7 @@ impl Node {
             control: VecDeque::new(),
             openers: VecDeque::new(),
             raw_rx: VecDeque::new(),
+            answers: Answers::default(),
             touched: Vec::new(),
             touch_all: false,
             stats: Stats::default(),
@@ -432,6 +436,9 @@ impl Node {
         if !routed {
             self.stats.no_route += 1;
             return;
+        }
+        if self.config.raw {
+            self.answers.outbound(packet, now);
         }
         let mut buf = self.stack.device.pool.take();
         buf.extend_from_slice(packet);
@@ -871,7 +878,10 @@ impl Node {
             Inspected::Other { dst, .. } => *dst,
         };
         if !self.config.addresses.contains(&dst) {
-            if self.config.raw && self.raw_rx.len() < RAW_QUEUE_LIMIT {
+            if self.config.raw && !self.answers.admits(&buf, self.now) {
+                self.stats.rx_unsolicited += 1;
+                self.stack.device.pool.give(buf);
+            } else if self.config.raw && self.raw_rx.len() < RAW_QUEUE_LIMIT {
                 self.raw_rx.push_back(buf);
             } else {
                 self.stats.no_route += 1;

@@ -22,6 +22,8 @@ pub struct Stats {
     pub tx_no_endpoint: u64,
     /// Packets for an address this node neither owns nor routes.
     pub no_route: u64,
+    /// Raw mode: packets from the tunnel that answer no flow this side opened, dropped.
+    pub rx_unsolicited: u64,
     /// New flows the policy refused (answered with RST or ICMP port unreachable).
     pub policy_refused: u64,
     /// New flows refused because the flow memory cap was reached.

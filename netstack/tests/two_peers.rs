@@ -667,3 +667,65 @@ fn raw_mode_carries_whole_ip_packets() {
     assert_eq!(u16::from_be_bytes([got[22], got[23]]), 5000);
     assert_eq!(&got[28..], b"answer");
 }
+
+#[test]
+fn a_raw_joiner_admits_answers_only_never_the_sharers_own_connections() {
+    let mut pair = Pair::with_config(LinkConfig::default(), |config| {
+        if config.addresses == [JOINER_IP] {
+            config.addresses.clear();
+            config.raw = true;
+        }
+    });
+    // The joiner talks first (the sharer learns where it is), as a joiner does.
+    let mut packet = Vec::new();
+    write_udp_packet(
+        &mut packet,
+        SocketAddrV4::new(JOINER_IP, 5000),
+        SocketAddrV4::new(SHARER_IP, DNS_PORT),
+    );
+    pair.joiner.node.handle_ip_packet(&packet, pair.now);
+    pair.drive_until(10_000, |p| {
+        p.sharer
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Accepted { .. }))
+    });
+    // The joiner's kernel has sshd on 22 and a resolver on 5353; the sharer tries both.
+    let now = pair.now;
+    let ssh = pair
+        .sharer
+        .node
+        .connect_tcp(SocketAddrV4::new(JOINER_IP, 22), now)
+        .unwrap();
+    let dns = pair
+        .sharer
+        .node
+        .open_udp(SocketAddrV4::new(JOINER_IP, 5353), now)
+        .unwrap();
+    pair.sharer.node.send(dns, b"query", now).unwrap();
+    let mut delivered = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    pair.drive_until(3_000, |p| {
+        while let Some(n) = p.joiner.node.poll_ip_packet(&mut buf) {
+            delivered.push(buf[..n].to_vec());
+        }
+        p.joiner.node.stats().rx_unsolicited >= 2
+    });
+    pair.run(500);
+    while let Some(n) = pair.joiner.node.poll_ip_packet(&mut buf) {
+        delivered.push(buf[..n].to_vec());
+    }
+    assert!(
+        delivered.is_empty(),
+        "the joiner's kernel got {delivered:?}"
+    );
+    assert!(pair.joiner.node.stats().rx_unsolicited >= 2);
+    assert!(
+        !pair
+            .sharer
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Connected { flow } if *flow == ssh)),
+        "the sharer connected to the joiner's sshd"
+    );
+}
