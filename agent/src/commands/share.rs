@@ -82,10 +82,9 @@ async fn revoke(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
         Ok(_) => book.told(&lookup),
         Err(err) if mine.is_some() => match err.downcast_ref::<Fail>() {
             Some(Fail::ShareNotFound) => book.told(&lookup),
-            Some(Fail::HubUnreachable(url)) => eprintln!(
-                "[!] Cannot connect to hub at {url}: the share is ended on this machine; the hub hears of it when the agent next reaches it."
+            _ => eprintln!(
+                "[!] {err:#}: the share is ended on this machine; the hub hears of it when the agent next reaches it."
             ),
-            _ => return Err(err),
         },
         Err(err) => return Err(err),
     }

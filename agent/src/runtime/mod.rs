@@ -120,9 +120,14 @@ async fn serve(agent: &mut Agent<'_>, net: &Netstack, started: &Started) -> anyh
                 let Ok((stream, _)) = accepted else { continue };
                 let Some((request, reply)) = control::read(stream).await else { continue };
                 let stop = request == Request::Down;
+                let reloaded = request == Request::Reload;
                 reply.send(&answer(agent, started, request).await).await;
                 if stop {
                     break;
+                }
+                // After the answer: `share --revoke` need not wait on a slow hub.
+                if reloaded {
+                    agent.tell_hub(&started.hub).await;
                 }
             }
         }
@@ -141,7 +146,6 @@ async fn answer(agent: &mut Agent<'_>, started: &Started, request: Request) -> s
         // `connect share` wrote a new share: serve its address and URL now.
         Request::Reload => {
             agent.reload_shares().await;
-            agent.tell_hub(&started.hub).await;
             json!({"reloaded": true})
         }
         Request::Down => json!({"up": false}),
