@@ -295,6 +295,7 @@ impl Refusal {
             | ErrorCode::Gone
             | ErrorCode::Unavailable
             | ErrorCode::TooLarge
+            | ErrorCode::RateLimited
             | ErrorCode::Internal
             | ErrorCode::Error => Fail::Hub(crate::output::capitalize(&detail.message)),
         }

@@ -12,6 +12,9 @@ mod commands;
 mod config;
 mod context;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod logging;
 mod netcheck;

@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve /metrics to anyone with this bearer token (without it, to this host only).
+    #[arg(long, env = "CONNECT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,8 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("request body too large")]
     TooLarge,
+    #[error("too many requests; try again in a minute")]
+    RateLimited,
     #[error("internal error")]
     Internal(#[from] StoreError),
 }
@@ -60,6 +62,7 @@ impl ApiError {
                 None,
             ),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, None),
+            ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None),
         }
     }

@@ -7,14 +7,17 @@
 
 mod addresses;
 mod api;
+mod basic_auth;
 pub mod cli;
 mod client;
 pub mod clock;
 mod error;
 pub mod events;
+mod housekeeping;
 pub mod hub_peer;
 pub mod ids;
 mod keys;
+pub mod limits;
 pub mod metrics;
 mod own_thread;
 mod probe;
@@ -85,6 +88,8 @@ pub fn state(
         hub_peer: None,
         upstream: None,
         relay_streams: Arc::new(streams),
+        limits: Arc::default(),
+        passwords: Arc::default(),
     };
     let inbox = relay::Inbox {
         updates,
@@ -118,11 +123,13 @@ pub async fn run(
     )?;
     let expiry = tokio::spawn(share_life::run_expiry(state.clone(), cancel.clone()));
     let others = tokio::spawn(state.events.clone().listen(cancel.clone()));
+    let housekeeping = tokio::spawn(housekeeping::run(state.clone(), cancel.clone()));
     let router = app(state);
     let served = serve::serve_http(listener, router, tls, shutdown).await;
     cancel.cancel();
     let _ = tokio::task::spawn_blocking(move || relay.join()).await;
     let _ = expiry.await;
     let _ = others.await;
+    let _ = housekeeping.await;
     served
 }

@@ -50,10 +50,27 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
         Ok(share) => share,
         Err(response) => return response,
     };
-    if let Some(expected) = &share.http_auth
-        && !authorized(&request, &share.lookup, expected)
-    {
-        return password_required();
+    if let Some(stored) = &share.http_auth {
+        let header = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let from = client_addr(request.extensions()).map(|addr| addr.ip());
+        match state
+            .passwords
+            .check(&state.limits, from, stored, header)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return password_required(),
+            Err(_) => {
+                return page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many tries",
+                    "Too many passwords were tried from here. Wait a minute and try again.",
+                );
+            }
+        }
     }
     let Some(upstream) = state.upstream.clone() else {
         return offline();
@@ -143,31 +160,6 @@ fn offline() -> Response {
         "Sharing machine offline",
         "The machine sharing this page is not reachable right now.",
     )
-}
-
-/// Whether the request carries the share's basic-auth credentials.
-fn authorized(request: &Request, lookup: &str, expected: &str) -> bool {
-    use base64::Engine;
-    request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .is_some_and(|pair| {
-            let given = crate::secrets::auth_hash(lookup, &pair);
-            given.len() == expected.len()
-                && given
-                    .bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
 }
 
 /// One access-log row, written when the response body is done (or dropped).

@@ -10,11 +10,6 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// `USER:PASS` as stored: hashed with the share's lookup, never in clear.
-pub fn auth_hash(lookup: &str, pair: &str) -> String {
-    hash_secret(&format!("{lookup}\0{pair}"))
-}
-
 /// The key that authenticates an agent's relay binds, as the database keeps it.
 pub fn relay_key_hex(token: &str) -> Secret {
     Secret(hex::encode(connect_netstack::relay::relay_key(token)))

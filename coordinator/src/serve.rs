@@ -110,6 +110,7 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
         relay: format!("{relay_host}:{}", udp_local.port()),
         probe: probe_port.map(|port| format!("{relay_host}:{port}")),
         open_registration: args.open_registration,
+        metrics_token: args.metrics_token.clone(),
     };
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
     let (mut state, inbox) =

@@ -22,6 +22,8 @@ pub struct Settings {
     /// The second UDP port that answers netcheck probes, `HOST:PORT`, when bound.
     pub probe: Option<String>,
     pub open_registration: bool,
+    /// `/metrics` answers requests bearing this token; without one, loopback only.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,10 @@ pub struct AppState {
     pub relay_streams: Arc<crate::relay_stream::Streams>,
     /// Pooled HTTP connections over `hub_peer` to sharing machines.
     pub upstream: Option<Arc<crate::upstream::Upstream>>,
+    /// Rate limits per source address and per agent.
+    pub limits: Arc<crate::limits::Limits>,
+    /// Public-URL credentials already checked against their slow hash.
+    pub passwords: Arc<crate::basic_auth::Checked>,
 }
 
 impl AppState {

@@ -66,6 +66,7 @@ impl Hub {
             relay: "hub.test:7070".into(),
             probe: None,
             open_registration,
+            metrics_token: None,
         };
         let (state, inbox) =
             connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
@@ -123,6 +124,18 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    call_from(state, "198.51.100.23:50000", method, path, token, body).await
+}
+
+/// One request through the hub's router from `client`.
+async fn call_from(
+    state: AppState,
+    client: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(path);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -135,9 +148,9 @@ async fn call(
         None => Body::empty(),
     };
     let mut request = request.body(body).unwrap();
-    request.extensions_mut().insert(ConnectInfo(
-        "198.51.100.23:50000".parse::<SocketAddr>().unwrap(),
-    ));
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(client.parse::<SocketAddr>().unwrap()));
     let response = app(state).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -207,7 +220,118 @@ both_backends!(
     concurrent_shares_all_get_an_address,
     state_survives_reopening_the_database,
     ssh_keys_go_to_joiners_only_and_once_keys_once,
+    registration_is_rate_limited_and_metrics_are_for_this_host,
+    old_log_rows_and_idle_guests_are_pruned,
 );
+
+/// Pruning forgets access-log rows past 30 days, guests that joined nothing after a day,
+/// and guests whose joins are all on shares ended 30 days ago; nothing else.
+async fn old_log_rows_and_idle_guests_are_pruned() {
+    let hub = Hub::new(true).await;
+    let store = &hub.state.store;
+    let alice = hub.agent("alice").await;
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(7, 3600)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, idle) = hub.register("idle", json!({"guest": true})).await;
+    assert!(idle["token"].is_string());
+    let (_, joiner) = hub.register("joiner", json!({"guest": true})).await;
+    let join = json!({"lookup": hex64(7), "key_mac": hex64(0xbb)});
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::JOIN,
+            joiner["token"].as_str(),
+            Some(join),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    for at in [now - 40 * day, now, now] {
+        let entry = HttpLogEntry {
+            at,
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            bytes: 1,
+            client: "203.0.113.1".into(),
+            duration_ms: 1,
+        };
+        store.insert_http_log(&hex64(7), &entry).await.unwrap();
+    }
+    let now_ms = hub.state.now_ms();
+    let agents = store.agent_count().await.unwrap();
+    let pruned = store.prune(now_ms + 2 * 86_400_000).await.unwrap();
+    assert_eq!((pruned.log_rows, pruned.guests), (1, 1));
+    assert_eq!(store.agent_count().await.unwrap(), agents - 1);
+    assert_eq!(store.http_log(&hex64(7)).await.unwrap().len(), 2);
+
+    let revoke = format!("/v1/shares/{}/revoke", hex64(7));
+    let (status, _) = hub.call(Method::POST, &revoke, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pruned = store.prune(now_ms + 40 * 86_400_000).await.unwrap();
+    assert_eq!((pruned.log_rows, pruned.guests), (2, 1));
+    assert_eq!(store.agent_count().await.unwrap(), agents - 2);
+}
+
+/// A flood of registrations from one address is cut off with 429 and the one error shape
+/// (another address is not); `/metrics` answers this host only.
+async fn registration_is_rate_limited_and_metrics_are_for_this_host() {
+    let hub = Hub::new(true).await;
+    let mut limited = 0;
+    for n in 0..40 {
+        let (status, body) = hub
+            .register(&format!("guest{n}"), json!({"guest": true}))
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            limited += 1;
+        } else {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    assert!(limited >= 9, "only {limited} of 40 registrations limited");
+    let body =
+        json!({"name": "elsewhere", "public_key": WireKey([9; 32]).to_base64(), "guest": true});
+    let (status, _) = call_from(
+        hub.state.clone(),
+        "203.0.113.5:1000",
+        Method::POST,
+        routes::AGENTS,
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = hub.call(Method::GET, routes::METRICS, None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "metrics open to the internet"
+    );
+    let (status, text) = call_from(
+        hub.state.clone(),
+        "127.0.0.1:1000",
+        Method::GET,
+        routes::METRICS,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("connect_agents")),
+        "{text}"
+    );
+}
 
 async fn ssh_keys_go_to_joiners_only_and_once_keys_once() {
     const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0\n-----END OPENSSH PRIVATE KEY-----";
@@ -641,6 +765,7 @@ async fn state_survives_reopening_the_database() {
             relay: "h:1".into(),
             probe: None,
             open_registration: true,
+            metrics_token: None,
         };
         let (state, _rx) =
             connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
@@ -667,6 +792,7 @@ async fn state_survives_reopening_the_database() {
         relay: "h:1".into(),
         probe: None,
         open_registration: false,
+        metrics_token: None,
     };
     let (state, _rx) =
         connect_coordinator::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));

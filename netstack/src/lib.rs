@@ -12,6 +12,9 @@ mod device;
 mod error;
 mod event;
 mod flow;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 mod node;
 mod packet;

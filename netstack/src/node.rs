@@ -79,6 +79,9 @@ pub struct NodeConfig {
     /// Total bytes all flows' buffers may take; new flows get smaller buffers, then are
     /// refused, as it fills.
     pub flow_memory_cap: usize,
+    /// Flows one peer may have open towards this node: each is a real socket on the
+    /// sharing machine, and one joiner must not take them all.
+    pub max_flows_per_peer: usize,
     pub udp_idle_timeout: Duration,
     /// Datagrams a UDP flow holds for its reader before dropping.
     pub udp_queue: usize,
@@ -95,6 +98,7 @@ impl NodeConfig {
             mtu: 1420,
             tcp_buffer: 512 * 1024,
             flow_memory_cap: 1024 * 1024 * 1024,
+            max_flows_per_peer: 512,
             udp_idle_timeout: Duration::from_secs(120),
             udp_queue: 64,
         }
@@ -939,10 +943,22 @@ impl Node {
         target
     }
 
+    /// Whether `peer` has room for one more flow; counted when it has not.
+    fn peer_has_room(&mut self, peer: u32) -> bool {
+        let room = self.flows.count_of(peer) < self.config.max_flows_per_peer;
+        if !room {
+            self.stats.peer_cap_refused += 1;
+        }
+        room
+    }
+
     fn accept_tcp(&mut self, peer: u32, tuple: FiveTuple, syn: Vec<u8>) {
         let Some(target) = self.policy_target(peer, Protocol::Tcp, tuple.dst.port()) else {
             return self.push_to_stack(syn);
         };
+        if !self.peer_has_room(peer) {
+            return self.push_to_stack(syn);
+        }
         let Ok(buffer) = self.tcp_buffer_for_new_flow() else {
             self.stats.memory_refused += 1;
             return self.push_to_stack(syn);
@@ -979,6 +995,9 @@ impl Node {
 
     fn accept_udp(&mut self, peer: u32, tuple: FiveTuple) -> Option<FlowId> {
         let target = self.policy_target(peer, Protocol::Udp, tuple.dst.port())?;
+        if !self.peer_has_room(peer) {
+            return None;
+        }
         if self.reserve(UDP_FLOW_MEMORY).is_err() {
             self.stats.memory_refused += 1;
             return None;

@@ -28,6 +28,8 @@ pub struct Stats {
     pub policy_refused: u64,
     /// New flows refused because the flow memory cap was reached.
     pub memory_refused: u64,
+    /// New flows refused because their peer had `max_flows_per_peer` open.
+    pub peer_cap_refused: u64,
     /// UDP datagrams dropped because their flow's queue was full.
     pub udp_dropped: u64,
 }

@@ -729,3 +729,28 @@ fn a_raw_joiner_admits_answers_only_never_the_sharers_own_connections() {
         "the sharer connected to the joiner's sshd"
     );
 }
+
+#[test]
+fn one_joiner_cannot_take_every_socket_of_the_sharer() {
+    let mut pair = Pair::with_config(LinkConfig::default(), |config| {
+        config.max_flows_per_peer = 8;
+    });
+    let mut dialed = Vec::new();
+    for _ in 0..20 {
+        dialed.push(
+            pair.joiner
+                .node
+                .connect_tcp(sharer_socket(ECHO_PORT), pair.now)
+                .unwrap(),
+        );
+    }
+    pair.run(2_000);
+    let accepted = pair
+        .accept_all()
+        .iter()
+        .filter(|e| matches!(e, Event::Accepted { .. }))
+        .count();
+    assert_eq!(accepted, 8);
+    assert_eq!(pair.sharer.node.stats().peer_cap_refused, 12);
+    assert_eq!(pair.sharer.node.flow_usage().0, 8);
+}

@@ -168,30 +168,18 @@ impl AuthorizedKeys {
 
     /// Appends `line` unless a line with the same marker is there already.
     pub fn add(&self, line: &str, marker: &str) -> Result<(), AuthorizedKeysError> {
-        let mut text = self.read()?;
-        if text.lines().any(|l| has_marker(l, marker)) {
-            return Ok(());
+        match with_line(&self.read()?, line, marker) {
+            Some(text) => self.write(&text),
+            None => Ok(()),
         }
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(line);
-        text.push('\n');
-        self.write(&text)
     }
 
     /// Removes the lines carrying `marker`; true when there was one.
     pub fn remove(&self, marker: &str) -> Result<bool, AuthorizedKeysError> {
-        let text = self.read()?;
-        let kept: String = text
-            .split_inclusive('\n')
-            .filter(|line| !has_marker(line, marker))
-            .collect();
-        if kept.len() == text.len() {
-            return Ok(false);
+        match without_marker(&self.read()?, marker) {
+            Some(text) => self.write(&text).map(|()| true),
+            None => Ok(false),
         }
-        self.write(&kept)?;
-        Ok(true)
     }
 
     fn write(&self, text: &str) -> Result<(), AuthorizedKeysError> {
@@ -239,6 +227,31 @@ impl AuthorizedKeys {
         let _ = std::os::unix::fs::fchown(&handle, Some(self.owner.0), Some(self.owner.1));
         Ok(dir)
     }
+}
+
+/// `text` with `line` appended (after a newline, if `text` lacks its last one), or `None`
+/// when a line with `marker` is there already.
+pub fn with_line(text: &str, line: &str, marker: &str) -> Option<String> {
+    if text.lines().any(|l| has_marker(l, marker)) {
+        return None;
+    }
+    let mut text = text.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+    Some(text)
+}
+
+/// `text` without the lines carrying `marker`, every other byte kept; `None` when there
+/// was none.
+pub fn without_marker(text: &str, marker: &str) -> Option<String> {
+    let kept: String = text
+        .split_inclusive('\n')
+        .filter(|line| !has_marker(line, marker))
+        .collect();
+    (kept.len() != text.len()).then_some(kept)
 }
 
 /// A line is ours when its last field, the comment, is the marker.

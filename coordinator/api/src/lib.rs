@@ -5,6 +5,10 @@
 //! unknown fields and new fields get `#[serde(default)]`, so an older agent keeps working
 //! against a newer hub.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -200,6 +204,8 @@ pub enum ErrorCode {
     Gone,
     Unavailable,
     TooLarge,
+    /// Too many requests from this address or agent; try again later.
+    RateLimited,
     Internal,
     /// Any other failure, and any code this client does not know yet.
     #[serde(other)]

@@ -5,6 +5,7 @@ use axum::extract::State;
 use connect_api::{AgentInfo, RegisterRequest, RegisterResponse, Token};
 
 use super::{Agent, Body};
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::secrets::{hash_secret, relay_key_hex};
 use crate::state::AppState;
@@ -14,8 +15,12 @@ const MAX_NAME: usize = 64;
 
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Body(req): Body<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
+    if let Some(addr) = client {
+        state.limits.register(addr.ip())?;
+    }
     let name = req.name.trim();
     if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::Invalid(format!(

@@ -16,6 +16,9 @@ pub async fn join(
     ClientAddr(client): ClientAddr,
     Body(req): Body<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ApiError> {
+    if let Some(addr) = client {
+        state.limits.join(addr.ip(), &agent.id)?;
+    }
     let from = client.map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
     share_life::join(&state, &agent, &req, from).await.map(Json)
 }

@@ -5,11 +5,15 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use std::net::SocketAddr;
+
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::response::IntoResponse;
 
 use connect_api::NetcheckInfo;
 
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -31,7 +35,29 @@ pub async fn netcheck(State(state): State<AppState>) -> Json<NetcheckInfo> {
     })
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Who may read `/metrics`: what the hub does is no business of the internet. With
+/// `--metrics-token`, whoever sends it as a bearer token; without, this host only.
+fn may_read_metrics(state: &AppState, client: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+    match &state.settings.metrics_token {
+        Some(token) => headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                crate::secrets::hash_secret(given) == crate::secrets::hash_secret(token)
+            }),
+        None => client.is_some_and(|addr| addr.ip().is_loopback()),
+    }
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if !may_read_metrics(&state, client, &headers) {
+        return Err(ApiError::NotFound("not found"));
+    }
     let m = &state.metrics;
     let mut out = String::new();
     let mut line = |name: &str, kind: &str, help: &str, value: u64| {

@@ -15,6 +15,7 @@ pub async fn key(
     Agent(agent): Agent,
     Path(lookup): Path<String>,
 ) -> Result<Json<SshKey>, ApiError> {
+    state.limits.ssh_key(&agent.id)?;
     let share = match state.store.share(&lookup).await? {
         Some(share) if share.state_at(state.now_ms()) == ShareState::Active => share,
         _ => return Err(ApiError::ShareNotFound),

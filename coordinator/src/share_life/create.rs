@@ -7,7 +7,6 @@ use connect_api::{CreateShareRequest, Protocol, StreamEvent};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::relay::RelayUpdate;
-use crate::secrets::auth_hash;
 use crate::state::AppState;
 use crate::store::{AgentRow, CreateShareError, NewShare, ShareRow};
 use crate::validate::{is_hex_64, validate_route, validate_ssh};
@@ -183,5 +182,5 @@ fn check_http(req: &CreateShareRequest) -> Result<Option<String>, ApiError> {
             "http_auth must be USER:PASS on a share with a public URL".into(),
         ));
     }
-    Ok(Some(auth_hash(&req.lookup, pair)))
+    crate::basic_auth::hash(pair).map(Some)
 }

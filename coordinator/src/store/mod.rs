@@ -6,6 +6,7 @@ mod agents;
 mod http_log;
 mod joins;
 mod keys;
+mod prune;
 mod services;
 mod shares;
 mod ssh_keys;
@@ -18,6 +19,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 pub use agents::AgentRow;
 pub use joins::{JoinError, JoinRow};
 pub use keys::KeyRow;
+pub use prune::Pruned;
 pub use shares::{BLOCKS, CreateShareError, HttpShare, NewShare, ShareRow};
 pub use ssh_keys::NewSshKey;
 

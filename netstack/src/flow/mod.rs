@@ -30,6 +30,8 @@ pub(crate) struct Flow {
 pub(crate) struct FlowTable {
     flows: HashMap<FlowId, Flow>,
     by_tuple: HashMap<FiveTuple, FlowId>,
+    /// Open flows per peer index, for the per-peer cap.
+    per_peer: HashMap<u32, usize>,
     next: u64,
     pub(crate) memory: usize,
 }
@@ -40,14 +42,26 @@ impl FlowTable {
         let id = FlowId(self.next);
         self.memory += flow.memory;
         self.by_tuple.insert(flow.inbound, id);
+        *self.per_peer.entry(flow.peer).or_default() += 1;
         self.flows.insert(id, flow);
         id
+    }
+
+    /// Open flows of one peer.
+    pub(crate) fn count_of(&self, peer: u32) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     pub(crate) fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.flows.remove(&id)?;
         self.by_tuple.remove(&flow.inbound);
         self.memory -= flow.memory;
+        if let Some(count) = self.per_peer.get_mut(&flow.peer) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_peer.remove(&flow.peer);
+            }
+        }
         Some(flow)
     }
 
