@@ -263,3 +263,33 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub fn direct_paths() -> bool {
     std::env::var_os("CONNECT_RELAY_ONLY").is_none_or(|v| v.is_empty() || v == "0")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_and_state_are_private_files_in_a_private_directory() {
+        let Ok(dir) = tempfile::tempdir() else { return };
+        let paths = Paths {
+            config: dir.path().join("connect/config.toml"),
+            dir: dir.path().join("connect"),
+        };
+        let secret = StaticSecret::from([3; 32]);
+        assert!(paths.save_key(&secret).is_ok());
+        assert!(paths.save_local_services(&[]).is_ok());
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .ok()
+        };
+        assert_eq!(mode(&paths.dir), Some(0o700));
+        assert_eq!(mode(&paths.key()), Some(0o600));
+        assert_eq!(mode(&paths.services()), Some(0o600));
+        assert_eq!(
+            paths.keys().map(|k| k.public.to_bytes()).ok(),
+            Some(PublicKey::from(&secret).to_bytes())
+        );
+    }
+}

@@ -109,6 +109,22 @@ impl Hub {
             .await
     }
 
+    /// A registered agent's token, registered from `client`.
+    async fn agent_from(&self, name: &str, client: &str) -> String {
+        let body = json!({"name": name, "public_key": WireKey([name.len() as u8; 32]).to_base64()});
+        let (status, body) = call_from(
+            self.state.clone(),
+            client,
+            Method::POST,
+            routes::AGENTS,
+            None,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     async fn agent(&self, name: &str) -> String {
         let (status, body) = self.register(name, json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -298,6 +314,36 @@ async fn registration_is_rate_limited_and_metrics_are_for_this_host() {
         }
     }
     assert!(limited >= 9, "only {limited} of 40 registrations limited");
+
+    // One agent joining over and over is cut off too.
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&hub.agent_from("sharer", "203.0.113.6:1").await),
+            Some(share_body(9, 600)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let joiner = hub.agent_from("joiner", "203.0.113.7:1").await;
+    let join = json!({"lookup": hex64(9), "key_mac": hex64(0xbb)});
+    let mut limited = 0;
+    for _ in 0..30 {
+        let (status, _) = call_from(
+            hub.state.clone(),
+            "203.0.113.7:2",
+            Method::POST,
+            routes::JOIN,
+            Some(&joiner),
+            Some(join.clone()),
+        )
+        .await;
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => assert_eq!(other, StatusCode::OK),
+        }
+    }
+    assert!(limited >= 9, "only {limited} of 30 joins limited");
     let body =
         json!({"name": "elsewhere", "public_key": WireKey([9; 32]).to_base64(), "guest": true});
     let (status, _) = call_from(
@@ -434,6 +480,18 @@ async fn registration_needs_a_usable_key() {
 
 async fn tokens_are_checked_with_one_error_shape() {
     let hub = Hub::new(true).await;
+    // The database keeps only a hash of a token: no file of it holds the token itself.
+    let token = hub.agent("keeper").await;
+    if BACKEND.try_with(|b| *b).is_err() {
+        for entry in std::fs::read_dir(hub._dir.path()).unwrap().flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{} holds a token in clear",
+                entry.path().display()
+            );
+        }
+    }
     for (method, path) in [
         (Method::GET, routes::ME),
         (Method::GET, routes::SERVICES),

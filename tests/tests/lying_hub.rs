@@ -54,6 +54,7 @@ fn world(tag: &str, lies: &[&str], env: &[(&str, &str)]) -> World {
             "--ssh-user=-oProxyCommand=touch {}",
             net.dir.join("pwned").display()
         ),
+        format!("--record={}", net.dir.join("requests.log").display()),
     ];
     for lie in lies {
         args.extend(["--lie".to_owned(), (*lie).to_owned()]);
@@ -318,6 +319,14 @@ fn lying_hub_swapped_keys_are_refused_by_both_sides() {
                 .contains("Refused a joiner")
         },
     );
+    // Everything the agents sent the hub, sharing and joining: never the code.
+    let sent = std::fs::read_to_string(world.net.dir.join("requests.log"))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(sent.contains("/v1/join"), "nothing recorded: {sent}");
+    for form in [code.to_owned(), code.replace('-', "")] {
+        assert!(!sent.contains(&form), "the hub was sent the code {form}");
+    }
 }
 
 #[test]

@@ -56,6 +56,9 @@ struct Args {
     secret_port: u16,
     #[arg(long, default_value = "-oProxyCommand=touch /tmp/connect-pwned")]
     ssh_user: String,
+    /// Appends every request (path and body) that agents send to this file.
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
 }
 
 /// A key no share code vouches for.
@@ -188,6 +191,15 @@ async fn forward(liar: &Arc<Liar>, request: Request) -> Result<Response, String>
     let mut bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(record) = &liar.args.record {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(record)
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(file, "{} {}", parts.uri, String::from_utf8_lossy(&bytes));
+    }
     if let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) {
         liar.request(&path, &mut value);
         bytes = Bytes::from(value.to_string());
