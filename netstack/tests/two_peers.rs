@@ -620,9 +620,9 @@ fn an_idle_connection_survives_ten_quiet_minutes() {
     exchange(&mut pair, flows, b"still open");
 }
 
-#[test]
-fn raw_mode_carries_whole_ip_packets() {
-    // The joiner as a TUN joiner: no stack of its own, its "kernel" is this test.
+/// The joiner as a TUN joiner (no stack of its own; its "kernel" is the test), having
+/// sent one UDP packet from its port 5000 to the sharer's DNS port.
+fn raw_joiner_that_spoke() -> Pair {
     let mut pair = Pair::with_config(LinkConfig::default(), |config| {
         if config.addresses == [JOINER_IP] {
             config.addresses.clear();
@@ -636,6 +636,12 @@ fn raw_mode_carries_whole_ip_packets() {
         SocketAddrV4::new(SHARER_IP, DNS_PORT),
     );
     pair.joiner.node.handle_ip_packet(&packet, pair.now);
+    pair
+}
+
+#[test]
+fn raw_mode_carries_whole_ip_packets() {
+    let mut pair = raw_joiner_that_spoke();
     let mut served = None;
     let mut reply = vec![0u8; 2048];
     let mut got = None;
@@ -670,20 +676,8 @@ fn raw_mode_carries_whole_ip_packets() {
 
 #[test]
 fn a_raw_joiner_admits_answers_only_never_the_sharers_own_connections() {
-    let mut pair = Pair::with_config(LinkConfig::default(), |config| {
-        if config.addresses == [JOINER_IP] {
-            config.addresses.clear();
-            config.raw = true;
-        }
-    });
     // The joiner talks first (the sharer learns where it is), as a joiner does.
-    let mut packet = Vec::new();
-    write_udp_packet(
-        &mut packet,
-        SocketAddrV4::new(JOINER_IP, 5000),
-        SocketAddrV4::new(SHARER_IP, DNS_PORT),
-    );
-    pair.joiner.node.handle_ip_packet(&packet, pair.now);
+    let mut pair = raw_joiner_that_spoke();
     pair.drive_until(10_000, |p| {
         p.sharer
             .events
