@@ -30,6 +30,9 @@ pub enum Fail {
     WrongSshPassword,
     #[error("This share does not offer SSH")]
     NoSsh,
+    /// `share --revoke` ended the share here, but telling the hub failed (its words).
+    #[error("{0}")]
+    EndedHereOnly(String),
 }
 
 impl Fail {
@@ -51,6 +54,9 @@ impl Fail {
                 Some("Ask your teammate for the password they gave `connect share --ssh`.")
             }
             Fail::NoSsh => Some("Ask your teammate to share with: connect share --ssh"),
+            Fail::EndedHereOnly(_) => Some(
+                "The share is ended on this machine and its joiners are cut off; the running agent tells the hub when it can reach it.",
+            ),
             Fail::Hub(_) | Fail::Usage(_) | Fail::Io { .. } | Fail::ForgedSharer => None,
         }
     }

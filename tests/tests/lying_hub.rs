@@ -280,7 +280,8 @@ fn lying_hub_dropped_revoke_events_and_a_dead_hub_do_not_keep_joiners() {
     // It never heard the share end (nor would it from this hub); its addresses go with it.
     drop(first_joiner);
 
-    // With the hub killed: the revoke still ends the share here, and says the hub is out.
+    // With the hub killed: the revoke still ends the share here, and fails as the contract
+    // says (exit 1, one `[x]` line) with a hint that it did.
     let second = share(&world, &[]);
     let code = second["code"].as_str().unwrap();
     let (_second_joiner, ready) = join(&world, "join-2", code, &[]);
@@ -290,8 +291,9 @@ fn lying_hub_dropped_revoke_events_and_a_dead_hub_do_not_keep_joiners() {
     world.hub.wait_exit(Duration::from_secs(5));
     let out = world.sharer.connect(&["share", "--revoke", code]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.starts_with("[!] "), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("[x] "), "{stderr}");
+    assert!(stderr.contains("ended on this machine"), "{stderr}");
     cut_off(&world, &url, Duration::from_secs(5));
 }
 

@@ -68,7 +68,8 @@ pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
 
 /// Ends a share made here on this machine first (the running agent cuts its joiners at
 /// once, and the SSH key goes), then tells the hub. A hub that cannot be reached hears of
-/// it from the agent later; the share is over either way.
+/// it from the agent later; the share is over either way, but the failure is still the
+/// contract's (`[x] Cannot connect to hub at …`, exit 1), with a hint that says so.
 async fn revoke(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
     let lookup = code.lookup();
     let hub = ctx.agent_hub()?;
@@ -82,9 +83,7 @@ async fn revoke(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
         Ok(_) => book.told(&lookup),
         Err(err) if mine.is_some() => match err.downcast_ref::<Fail>() {
             Some(Fail::ShareNotFound) => book.told(&lookup),
-            _ => eprintln!(
-                "[!] {err:#}: the share is ended on this machine; the hub hears of it when the agent next reaches it."
-            ),
+            _ => return Err(Fail::EndedHereOnly(format!("{err:#}")).into()),
         },
         Err(err) => return Err(err),
     }
