@@ -8,7 +8,8 @@
 #     the relay's datagrams/s and CPU; the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
 #  3. as root: public HTTP through the hub's reverse proxy (wrk: requests/s and p99 for
-#     a small page; curl: a 50 MB download) against the same server reached directly.
+#     a small page; curl: a 50 MB download) against the same server reached directly and
+#     through rathole (plain TCP and Noise), which the bench installs with cargo if missing.
 # --netns-only skips the in-process part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -310,6 +311,39 @@ echo "|---|---|---|---|"
 echo "| relayed | $relay_pps | $relay_gbps | $relay_cpu% |"
 
 if command -v wrk >/dev/null; then
+  # The tool a user would pick instead for a public URL: rathole, its server on the hub's
+  # host and its client on the sharer, over plain TCP and over its Noise transport
+  # (encrypted, as the tunnel is). Installed by cargo when missing.
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v rathole >/dev/null; then
+    echo "==> installing rathole (cargo install, once)"
+    cargo install --quiet rathole --no-default-features --features server,client,noise
+  fi
+  keys=$(rathole --genkey)
+  rathole_private=$(echo "$keys" | sed -n 2p); rathole_public=$(echo "$keys" | sed -n 5p)
+  rathole_pair() { # rathole_pair NAME CONTROL_PORT VISITOR_PORT tcp|noise
+    local side transport
+    for side in server client; do
+      transport="[$side.transport]"$'\n'"type = \"$4\""
+      if [ "$4" = noise ] && [ $side = server ]; then
+        transport+=$'\n'"[server.transport.noise]"$'\n'"local_private_key = \"$rathole_private\""
+      elif [ "$4" = noise ]; then
+        transport+=$'\n'"[client.transport.noise]"$'\n'"remote_public_key = \"$rathole_public\""
+      fi
+      if [ $side = server ]; then
+        printf '[server]\nbind_addr = "0.0.0.0:%s"\n%s\n[server.services.web]\ntoken = "bench"\nbind_addr = "0.0.0.0:%s"\n' \
+          "$2" "$transport" "$3" >"$dir/rathole-$1-server.toml"
+      else
+        printf '[client]\nremote_addr = "10.88.1.1:%s"\n%s\n[client.services.web]\ntoken = "bench"\nlocal_addr = "127.0.0.1:8080"\n' \
+          "$2" "$transport" >"$dir/rathole-$1-client.toml"
+      fi
+    done
+    ip netns exec "$p-hub" rathole -s "$dir/rathole-$1-server.toml" >"$dir/rathole-$1-server.log" 2>&1 & pids+=($!)
+    ip netns exec "$p-sharer" rathole -c "$dir/rathole-$1-client.toml" >"$dir/rathole-$1-client.log" 2>&1 & pids+=($!)
+    for _ in $(seq 200); do on joiner curl -sf -o /dev/null "http://10.88.2.1:$3/index.html" && break; sleep 0.05; done
+  }
+  rathole_pair plain 2333 8081 tcp
+  rathole_pair noise 2334 8082 noise
   # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit).
   wrk_run() { # wrk_run URL [Host header] → "req/s p99"
     local args=(-t2 -c16 -d5s --latency)
@@ -323,14 +357,28 @@ if command -v wrk >/dev/null; then
   }
   for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
   read -r direct_rps direct_p99 <<<"$(wrk_run http://10.88.1.2:8080/index.html)"
+  read -r rh_rps rh_p99 <<<"$(wrk_run http://10.88.2.1:8081/index.html)"
+  read -r rhn_rps rhn_p99 <<<"$(wrk_run http://10.88.2.1:8082/index.html)"
   read -r hub_rps hub_p99 <<<"$(wrk_run http://10.88.2.1:7070/index.html "$public_host")"
   direct_big=$(speed http://10.88.1.2:8080/big.bin)
+  rh_big=$(speed http://10.88.2.1:8081/big.bin)
+  rhn_big=$(speed http://10.88.2.1:8082/big.bin)
   hub_big=$(speed http://10.88.2.1:7070/big.bin "$public_host")
+  hub_rss=$(rss "$hub_pid")
+  public_row() { # public_row NAME RPS P99 BIG
+    echo "| $1 | $2 | $3 | $4 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$4" "$rhn_big") download |"
+  }
   echo
-  echo "| public HTTP (nginx, one worker, on the sharer) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs direct |"
+  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs rathole with Noise |"
   echo "|---|---|---|---|---|"
-  echo "| direct to the server | $direct_rps | $direct_p99 | $direct_big Gbit/s | 100% |"
-  echo "| through the hub's public URL | $hub_rps | $hub_p99 | $hub_big Gbit/s | $(ratio "$hub_rps" "$direct_rps") req/s, $(ratio "$hub_big" "$direct_big") download |"
+  public_row "nginx directly" "$direct_rps" "$direct_p99" "$direct_big"
+  public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_big"
+  public_row "rathole with its Noise transport (encrypted, as ours is)" "$rhn_rps" "$rhn_p99" "$rhn_big"
+  public_row "connect, the hub's public URL (hub RSS after: $hub_rss)" "$hub_rps" "$hub_p99" "$hub_big"
+  printf '%s\t%s\n' \
+    "nginx directly" "$direct_rps" "rathole, plain TCP" "$rh_rps" \
+    "rathole, Noise" "$rhn_rps" "connect public URL" "$hub_rps" \
+    | "$bin/bench-chart" "$PWD/scripts/bench-public.svg" "Public HTTP, small page (wrk, 2 threads, 16 connections, 2 vCPUs)" "requests/s"
 else
   echo "==> skipping the public HTTP figures (no wrk)"
 fi

@@ -81,6 +81,12 @@ pub struct ShareArgs {
     pub disable_http: bool,
     #[arg(long, conflicts_with = "disable_http")]
     pub http_port: Option<u16>,
+    /// Serve the public URL from this local HTTPS server (any certificate, self-signed too).
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["disable_http", "http_port"])]
+    pub https_port: Option<u16>,
+    /// The public URL's first label (a DNS label), instead of a random one.
+    #[arg(long, value_name = "NAME", conflicts_with = "disable_http")]
+    pub public_name: Option<String>,
     /// Ask visitors of the public URL for this user and password (basic auth at the hub).
     #[arg(long, value_name = "USER:PASS", conflicts_with = "disable_http")]
     pub http_auth: Option<String>,

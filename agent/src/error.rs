@@ -30,6 +30,9 @@ pub enum Fail {
     WrongSshPassword,
     #[error("This share does not offer SSH")]
     NoSsh,
+    /// `share --public-name`: a live share holds the name (the hub's words).
+    #[error("{0}")]
+    NameTaken(String),
     /// `share --revoke` ended the share here, but telling the hub failed (its words).
     #[error("{0}")]
     EndedHereOnly(String),
@@ -54,6 +57,9 @@ impl Fail {
                 Some("Ask your teammate for the password they gave `connect share --ssh`.")
             }
             Fail::NoSsh => Some("Ask your teammate to share with: connect share --ssh"),
+            Fail::NameTaken(_) => {
+                Some("Pick another with --public-name, or leave it out for a random one.")
+            }
             Fail::EndedHereOnly(_) => Some(
                 "The share is ended on this machine and its joiners are cut off; the running agent tells the hub when it can reach it.",
             ),

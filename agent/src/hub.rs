@@ -286,6 +286,7 @@ impl Refusal {
             ErrorCode::Unauthorized => Fail::NotConfigured,
             ErrorCode::ShareNotFound | ErrorCode::ShareEnded => Fail::ShareNotFound,
             ErrorCode::NoSsh => Fail::NoSsh,
+            ErrorCode::NameTaken => Fail::NameTaken(crate::output::capitalize(&detail.message)),
             ErrorCode::Forbidden
             | ErrorCode::NotFound
             | ErrorCode::ServiceNotFound

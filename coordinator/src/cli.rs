@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long)]
     pub insecure: bool,
+    /// How long a sharing machine may take to start answering a public URL request
+    /// before the visitor gets 502 (90s, 30m, …).
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub proxy_timeout: std::time::Duration,
     /// Serve /metrics to anyone with this bearer token (without it, to this host only).
     #[arg(long, env = "CONNECT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -87,4 +91,9 @@ pub enum KeyCommand {
     List,
     /// Revoke a key, by the key or its id.
     Revoke { key: String },
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    connect_api::parse_duration(text)
+        .ok_or_else(|| "use a number and s, m, h or d, e.g. 30s".into())
 }

@@ -35,6 +35,8 @@ pub enum ApiError {
     TooLarge,
     #[error("too many requests; try again in a minute")]
     RateLimited,
+    #[error("Public name {0} is taken")]
+    NameTaken(String),
     #[error("internal error")]
     Internal(#[from] StoreError),
 }
@@ -63,6 +65,11 @@ impl ApiError {
             ),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, None),
             ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, None),
+            ApiError::NameTaken(_) => (
+                StatusCode::CONFLICT,
+                ErrorCode::NameTaken,
+                Some("pick another --public-name, or leave it out for a random one"),
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None),
         }
     }

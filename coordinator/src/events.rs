@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::public_shares::PublicShares;
 use crate::relay::RelayUpdate;
 use crate::store::Store;
 
@@ -103,16 +104,19 @@ pub struct Events {
     subscribers: Subscribers,
     relay: mpsc::Sender<RelayUpdate>,
     store: Store,
+    /// Reloaded when another hub starts or ends a share.
+    public: Arc<PublicShares>,
     /// This hub process, so it ignores its own notifications.
     origin: String,
 }
 
 impl Events {
-    pub fn new(store: Store, relay: mpsc::Sender<RelayUpdate>) -> Self {
+    pub fn new(store: Store, relay: mpsc::Sender<RelayUpdate>, public: Arc<PublicShares>) -> Self {
         Self {
             subscribers: Subscribers::default(),
             relay,
             store,
+            public,
             origin: format!("{:016x}", rand::random::<u64>()),
         }
     }
@@ -216,7 +220,15 @@ impl Events {
             return;
         }
         match message.body {
-            HubBody::Event { agent, event } => self.subscribers.publish(&agent, &event),
+            HubBody::Event { agent, event } => {
+                if matches!(
+                    event,
+                    StreamEvent::ShareCreated { .. } | StreamEvent::ShareEnded { .. }
+                ) {
+                    self.public.changed();
+                }
+                self.subscribers.publish(&agent, &event);
+            }
             HubBody::Relay { relay } => {
                 let _ = self.relay.send(relay.into()).await;
             }

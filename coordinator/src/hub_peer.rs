@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use crate::addresses::{hub_ip, machine_ip};
 use crate::ids::Ids;
 use crate::secrets::{hash_secret, relay_key_hex};
-use crate::store::{AgentRow, Store, StoreError};
+use crate::store::{AgentRow, HttpShare, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubPeerError {
@@ -79,23 +79,19 @@ fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
     Ok(bytes)
 }
 
-/// Runs the hub's tunnel on a thread of its own (see `own_thread`). Its dial streams are
-/// in-memory pipes any runtime can drive. The thread lives as long as the hub.
-async fn spawn_on_own_thread(
+/// Runs the hub's tunnel on the packet thread, beside the relay it talks through (see
+/// `own_thread`). Its dial streams are in-memory pipes any runtime can drive.
+async fn spawn_on_packet_thread(
+    packets: &tokio::runtime::Handle,
     config: NodeConfig,
     socket: std::net::UdpSocket,
 ) -> std::io::Result<Netstack> {
-    let (started, net) = tokio::sync::oneshot::channel();
-    crate::own_thread::spawn("hub-tunnel", move || async move {
-        let net = tokio::net::UdpSocket::from_std(socket)
-            .and_then(|socket| Netstack::spawn(config, socket));
-        let running = net.is_ok();
-        let _ = started.send(net);
-        if running {
-            std::future::pending::<()>().await;
-        }
-    })?;
-    net.await
+    packets
+        .spawn(async move {
+            tokio::net::UdpSocket::from_std(socket)
+                .and_then(|socket| Netstack::spawn(config, socket))
+        })
+        .await
         .map_err(|_| std::io::Error::other("hub tunnel thread ended"))?
 }
 
@@ -105,6 +101,7 @@ impl HubPeer {
     /// # Errors
     /// When the key files or the database cannot be used.
     pub async fn start(
+        packets: &tokio::runtime::Handle,
         store: &Store,
         data_dir: &Path,
         relay_addr: SocketAddr,
@@ -146,7 +143,7 @@ impl HubPeer {
             };
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
-        let net = spawn_on_own_thread(NodeConfig::new(secret), socket).await?;
+        let net = spawn_on_packet_thread(packets, NodeConfig::new(secret), socket).await?;
         net.set_relay(RelayConfig {
             addr: target,
             slot: agent.relay_id,
@@ -176,14 +173,10 @@ impl HubPeer {
     }
 
     /// Brings peers and addresses in line with the live public shares.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn sync(&self, store: &Store) -> Result<(), StoreError> {
-        let shares = store.live_http_shares().await?;
+    pub async fn sync(&self, shares: &[HttpShare]) {
         let mut wanted: HashMap<[u8; 32], (u64, Vec<Ipv4Net>)> = HashMap::new();
         let mut addresses = Vec::new();
-        for share in &shares {
+        for share in shares {
             let Some(key) = WireKey::from_base64(&share.sharer_key) else {
                 continue;
             };
@@ -205,7 +198,6 @@ impl HubPeer {
         });
         // A stopped tunnel shows at the next connection; the shares are unaffected.
         let _ = self.peers.lock().await.set(&self.net, wanted).await;
-        Ok(())
     }
 
     /// A TCP connection to a shared machine's port through its sharer's tunnel. While it

@@ -5,6 +5,7 @@
 //! the expiry timer and the relay until a shutdown future completes. `main.rs` only
 //! parses the command line and reports errors.
 
+mod access_log;
 mod addresses;
 mod api;
 mod basic_auth;
@@ -19,9 +20,10 @@ pub mod ids;
 mod keys;
 pub mod limits;
 pub mod metrics;
-mod own_thread;
+pub mod own_thread;
 mod probe;
 mod proxy;
+pub mod public_shares;
 pub mod public_url;
 pub mod relay;
 pub mod relay_stream;
@@ -32,6 +34,7 @@ pub use share_life::run_expiry;
 pub mod state;
 pub mod store;
 mod upstream;
+mod upstream_tls;
 mod validate;
 
 use std::future::Future;
@@ -62,74 +65,100 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(api::uniform_errors))
         // Public shares first: their bodies are streamed, not limited like the API's.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Arc::new(state.clone()),
             proxy::route,
         ))
         .with_state(state)
 }
 
-/// Builds the shared state; the relay's update receiver goes to [`run`].
+/// What [`run`] takes from the state's queues: the relay's updates and streams, and the
+/// access log's rows.
+pub struct Inbox {
+    pub relay: relay::Inbox,
+    access_log: mpsc::Receiver<access_log::LogRow>,
+}
+
+/// Builds the shared state; the receiving ends of its queues go to [`run`].
 pub fn state(
     store: store::Store,
     settings: Settings,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-) -> (AppState, relay::Inbox) {
+) -> (AppState, Inbox) {
     let (relay, updates) = mpsc::channel(4096);
     let (streams, stream_inbox) = relay_stream::Streams::new();
+    let public = Arc::new(public_shares::PublicShares::default());
+    let metrics = Arc::new(Metrics::default());
+    let (access_log, log_rows) = access_log::AccessLog::new(metrics.clone());
     let state = AppState {
         store: store.clone(),
         clock,
         ids,
         settings: Arc::new(settings),
-        events: Arc::new(events::Events::new(store.clone(), relay)),
-        metrics: Arc::new(Metrics::default()),
+        events: Arc::new(events::Events::new(store.clone(), relay, public.clone())),
+        metrics,
+        access_log,
         expiry: Arc::new(Notify::new()),
         hub_peer: None,
         upstream: None,
         relay_streams: Arc::new(streams),
         limits: Arc::default(),
         passwords: Arc::default(),
+        public,
     };
-    let inbox = relay::Inbox {
-        updates,
-        streams: stream_inbox,
+    let inbox = Inbox {
+        relay: relay::Inbox {
+            updates,
+            streams: stream_inbox,
+        },
+        access_log: log_rows,
     };
     (state, inbox)
 }
 
 /// Serves the API on `listener` (plain HTTP, or TLS when `tls` is given), the relay on
-/// `udp` and the expiry timer, until `shutdown` completes.
+/// `udp` (on the packet thread `packets`) and the expiry timer, until `shutdown`
+/// completes.
 ///
 /// # Errors
 /// When serving fails.
 pub async fn run(
+    packets: &tokio::runtime::Handle,
     listener: TcpListener,
     udp: UdpSocket,
     state: AppState,
-    inbox: relay::Inbox,
+    inbox: Inbox,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
     let relay = relay::spawn(
+        packets,
         udp.into_std()?,
         state.hub_peer.as_ref().map(|hub| hub.slot()),
         state.store.clone(),
         state.clock.clone(),
-        inbox,
+        inbox.relay,
         state.metrics.clone(),
         cancel.clone(),
-    )?;
+    );
     let expiry = tokio::spawn(share_life::run_expiry(state.clone(), cancel.clone()));
     let others = tokio::spawn(state.events.clone().listen(cancel.clone()));
     let housekeeping = tokio::spawn(housekeeping::run(state.clone(), cancel.clone()));
+    let public = tokio::spawn(public_shares::keep_current(state.clone(), cancel.clone()));
+    let log_writer = tokio::spawn(access_log::write(
+        state.store.clone(),
+        inbox.access_log,
+        cancel.clone(),
+    ));
     let router = app(state);
     let served = serve::serve_http(listener, router, tls, shutdown).await;
     cancel.cancel();
-    let _ = tokio::task::spawn_blocking(move || relay.join()).await;
+    let _ = relay.await;
     let _ = expiry.await;
     let _ = others.await;
     let _ = housekeeping.await;
+    let _ = public.await;
+    let _ = log_writer.await;
     served
 }

@@ -10,6 +10,8 @@ pub struct Metrics {
     pub relay_bytes: AtomicU64,
     pub relay_dropped: AtomicU64,
     pub proxy_requests: AtomicU64,
+    /// Access-log rows dropped because the database fell behind.
+    pub access_log_dropped: AtomicU64,
     pub errors: AtomicU64,
 }
 

@@ -12,15 +12,13 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use connect_api::{HttpLogEntry, ShareState};
 use hyper_util::rt::TokioIo;
 
-use crate::addresses::machine_ip;
+use crate::access_log::Entry;
 use crate::client::{Tls, client_addr};
 use crate::metrics::Metrics;
 use crate::public_url::share_name;
 use crate::state::AppState;
-use crate::store::ShareRow;
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let html = format!(
@@ -29,8 +27,14 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, [(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// Middleware in front of the API: share hosts are proxied, everything else passes.
-pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware in front of the API: share hosts are proxied, everything else passes. Its
+/// state is the hub's behind one `Arc`, so a request costs one reference count, not one
+/// per field.
+pub async fn route(
+    State(state): State<std::sync::Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(HOST)
@@ -42,13 +46,20 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     };
     Metrics::add(&state.metrics.proxy_requests, 1);
-    proxy(state, &name, &host, request).await
+    proxy(&state, &name, &host, request).await
 }
 
-async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) -> Response {
-    let share = match live_share(&state, name).await {
-        Ok(share) => share,
-        Err(response) => return response,
+async fn proxy(state: &AppState, name: &str, host: &str, mut request: Request) -> Response {
+    let Some(share) = state
+        .public
+        .get(name)
+        .filter(|share| share.expires_at > state.now_ms())
+    else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Share not found",
+            "This share does not exist, has expired or was revoked.",
+        );
     };
     if let Some(stored) = &share.http_auth {
         let header = request
@@ -78,7 +89,6 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
     if !state.events.is_connected(&share.agent_id) {
         return offline();
     }
-    let port = share.http_port.unwrap_or(80);
     let client = client_addr(request.extensions());
     forwarded_headers(&mut request, client, host);
     // A WebSocket (or any Upgrade) continues as raw bytes once both sides agree.
@@ -86,11 +96,13 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
         .headers()
         .contains_key(axum::http::header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
-    let mut log = AccessLog::start(&state, &share.lookup, &request, client);
-    match upstream
-        .send(&share.public_name, machine_ip(share.block), port, request)
-        .await
-    {
+    let mut log = state.access_log.start(
+        share.lookup.as_str().into(),
+        state.clock.now(),
+        &request,
+        client,
+    );
+    match upstream.send(&share, request).await {
         Ok(mut response) => {
             log.set_status(response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -116,31 +128,6 @@ async fn proxy(state: AppState, name: &str, host: &str, mut request: Request) ->
     }
 }
 
-/// The live public share called `name`, or the page that says why there is none.
-async fn live_share(state: &AppState, name: &str) -> Result<ShareRow, Response> {
-    match state.store.share_by_public_name(name).await {
-        Ok(Some(share))
-            if share.state_at(state.now_ms()) == ShareState::Active
-                && share.http_port.is_some() =>
-        {
-            Ok(share)
-        }
-        Ok(_) => Err(page(
-            StatusCode::NOT_FOUND,
-            "Share not found",
-            "This share does not exist, has expired or was revoked.",
-        )),
-        Err(err) => {
-            tracing::error!(%err, "share lookup failed");
-            Err(page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "The hub cannot reach its database.",
-            ))
-        }
-    }
-}
-
 fn password_required() -> Response {
     let mut response = page(
         StatusCode::UNAUTHORIZED,
@@ -162,71 +149,10 @@ fn offline() -> Response {
     )
 }
 
-/// One access-log row, written when the response body is done (or dropped).
-struct AccessLog {
-    store: crate::store::Store,
-    lookup: String,
-    entry: Option<HttpLogEntry>,
-    started: std::time::Instant,
-}
-
-impl AccessLog {
-    /// The request's row, written when the response ends (502 until an answer comes).
-    fn start(
-        state: &AppState,
-        lookup: &str,
-        request: &Request,
-        client: Option<SocketAddr>,
-    ) -> Self {
-        Self {
-            store: state.store.clone(),
-            lookup: lookup.to_owned(),
-            entry: Some(HttpLogEntry {
-                at: state.clock.now(),
-                method: request.method().to_string(),
-                path: request
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .chars()
-                    .take(1024)
-                    .collect(),
-                status: 502,
-                bytes: 0,
-                client: client.map_or_else(|| "unknown".into(), |c| c.ip().to_string()),
-                duration_ms: 0,
-            }),
-            started: std::time::Instant::now(),
-        }
-    }
-
-    fn set_status(&mut self, status: u16) {
-        if let Some(entry) = &mut self.entry {
-            entry.status = status;
-        }
-    }
-}
-
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        let Some(mut entry) = self.entry.take() else {
-            return;
-        };
-        entry.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let store = self.store.clone();
-        let lookup = std::mem::take(&mut self.lookup);
-        tokio::spawn(async move {
-            if let Err(err) = store.insert_http_log(&lookup, &entry).await {
-                tracing::warn!(%err, "cannot write the access log");
-            }
-        });
-    }
-}
-
 /// A response body that counts what it streams for the access log.
 struct Counted {
     inner: hyper::body::Incoming,
-    log: AccessLog,
+    log: Entry,
 }
 
 impl hyper::body::Body for Counted {
@@ -240,9 +166,8 @@ impl hyper::body::Body for Counted {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
-            && let Some(entry) = &mut self.log.entry
         {
-            entry.bytes += data.len() as u64;
+            self.log.add_bytes(data.len());
         }
         polled
     }
@@ -275,6 +200,10 @@ fn forwarded_headers(request: &mut Request, client: Option<SocketAddr>, host: &s
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(value) = HeaderValue::from_str(host) {
+        // An HTTP/2 visitor names the host in `:authority`, not `Host`; HTTP/1.1 needs it.
+        if !headers.contains_key(HOST) {
+            headers.insert(HOST, value.clone());
+        }
         headers.insert("x-forwarded-host", value);
     }
 }

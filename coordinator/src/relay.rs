@@ -323,10 +323,12 @@ fn parse_key(text: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
-/// Serves the relay on `socket` (a std socket, registered here) until cancelled, on a
-/// thread and runtime of its own (see `own_thread`). The database stays on the main
-/// runtime (`main`), which the relay asks for the little it needs.
+/// Serves the relay on `socket` (a std socket, registered here) until cancelled, on the
+/// packet thread `packets` (see `own_thread`). The database stays on the main runtime
+/// (`main`), which the relay asks for the little it needs.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
+    packets: &tokio::runtime::Handle,
     socket: std::net::UdpSocket,
     hub_slot: Option<u64>,
     store: Store,
@@ -334,9 +336,9 @@ pub fn spawn(
     inbox: Inbox,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> tokio::task::JoinHandle<()> {
     let main = tokio::runtime::Handle::current();
-    crate::own_thread::spawn("relay", move || async move {
+    packets.spawn(async move {
         match UdpSocket::from_std(socket).and_then(BatchSocket::new) {
             Ok(socket) => {
                 let (found, answers) = mpsc::channel(LOOKUPS);

@@ -48,6 +48,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     HubPeer(#[from] crate::hub_peer::HubPeerError),
+    #[error("cannot set up TLS to HTTPS upstreams: {0}")]
+    UpstreamTls(#[from] rustls::Error),
     #[error("--public-url: {0}")]
     PublicUrl(crate::public_url::BadPublicUrl),
     #[error("serving failed: {0}")]
@@ -115,14 +117,31 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
     let (mut state, inbox) =
         crate::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
-    let hub_peer =
-        crate::hub_peer::HubPeer::start(&state.store, &cli.store.data_dir, udp_local, &RandomIds)
-            .await?;
-    hub_peer.sync(&state.store).await?;
+    let packets = crate::own_thread::runtime("packets")?;
+    let hub_peer = crate::hub_peer::HubPeer::start(
+        &packets,
+        &state.store,
+        &cli.store.data_dir,
+        udp_local,
+        &RandomIds,
+    )
+    .await?;
     let hub_peer = Arc::new(hub_peer);
-    state.upstream = Some(Arc::new(crate::upstream::Upstream::new(hub_peer.clone())));
+    state.upstream = Some(Arc::new(crate::upstream::Upstream::new(
+        hub_peer.clone(),
+        args.proxy_timeout,
+    )?));
     state.hub_peer = Some(hub_peer);
-    crate::run(listener, udp, state, inbox, tls, shutdown_signal()).await?;
+    crate::run(
+        &packets,
+        listener,
+        udp,
+        state,
+        inbox,
+        tls,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -169,7 +188,7 @@ fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeE
     let private = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| tls_err("key", key, e.to_string()))?
         .ok_or_else(|| tls_err("key", key, "no PEM private key found".into()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -177,6 +196,8 @@ fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeE
     .with_no_client_auth()
     .with_single_cert(certs, private)
     .map_err(|e| tls_err("certificate", cert, e.to_string()))?;
+    // HTTP/2 for visitors (and agents) that offer it; HTTP/1.1 for the rest.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -203,6 +224,12 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
+    // No extended CONNECT (RFC 8441) is advertised, so browsers open their WebSockets on
+    // HTTP/1.1 connections, where the upgrade is bridged as it always was.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let connections = tokio_util::task::TaskTracker::new();
     loop {

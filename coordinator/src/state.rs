@@ -45,6 +45,10 @@ pub struct AppState {
     pub upstream: Option<Arc<crate::upstream::Upstream>>,
     /// Rate limits per source address and per agent.
     pub limits: Arc<crate::limits::Limits>,
+    /// The live public shares by name, for the proxy.
+    pub public: Arc<crate::public_shares::PublicShares>,
+    /// Where finished public requests leave their access-log rows.
+    pub access_log: crate::access_log::AccessLog,
     /// Public-URL credentials already checked against their slow hash.
     pub passwords: Arc<crate::basic_auth::Checked>,
 }

@@ -1,6 +1,7 @@
 //! Pooled HTTP/1 connections from the hub to sharing machines, through the hub's own
-//! WireGuard peer: hyper-util's client with a connector that dials the tunnel. A page with
-//! forty assets costs one tunnel connection (or a few), not forty handshakes.
+//! WireGuard peer: hyper-util's client with a connector that dials the tunnel, and speaks
+//! TLS over it to a share served from a local HTTPS server (`share --https-port`). A page
+//! with forty assets costs one tunnel connection (or a few), not forty handshakes.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -16,7 +17,9 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
+use crate::addresses::machine_ip;
 use crate::hub_peer::Shared;
+use crate::store::HttpShare;
 
 /// How long a public request waits for the tunnel to the sharing machine.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,54 +29,81 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Upstream {
     client: Client<TunnelConnector, Body>,
+    answer_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("the sharing machine did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Upstream {
-    pub fn new(hub: Shared) -> Self {
+    /// # Errors
+    /// When TLS cannot be set up for HTTPS upstreams.
+    pub fn new(hub: Shared, answer_timeout: Duration) -> Result<Self, rustls::Error> {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(IDLE_PER_HOST)
-            .build(TunnelConnector(hub));
-        Self { client }
+            .build(TunnelConnector {
+                hub,
+                tls: tokio_rustls::TlsConnector::from(crate::upstream_tls::config()?),
+            });
+        Ok(Self {
+            client,
+            answer_timeout,
+        })
     }
 
-    /// Sends `request` to `machine:port` of share `public_name`, on an idle pooled
-    /// connection when there is one. The request keeps its own `Host`.
+    /// Sends `request` to `share`'s sharing machine, on an idle pooled connection when
+    /// there is one. The request keeps its own `Host`.
     ///
-    /// The pool is keyed by share as well as address: an address block freed by an ended
-    /// share is reused by the next one, and must never get the old share's connections.
+    /// The pool is keyed by the share itself (its lookup), not only the address: an
+    /// address block and a chosen name freed by an ended share are reused by later ones,
+    /// which must never get the old share's connections.
     pub async fn send(
         &self,
-        public_name: &str,
-        machine: Ipv4Addr,
-        port: u16,
+        share: &HttpShare,
         mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let path = request
             .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let [a, b, c, d] = machine.octets();
-        if let Ok(uri) =
-            format!("http://m{a}-{b}-{c}-{d}.{public_name}:{port}{path}").parse::<Uri>()
-        {
+        let [a, b, c, d] = machine_ip(share.block).octets();
+        let scheme = if share.https { "https" } else { "http" };
+        let key = share.lookup.get(..32).unwrap_or(&share.lookup);
+        let port = share.http_port;
+        if let Ok(uri) = format!("{scheme}://m{a}-{b}-{c}-{d}.{key}:{port}{path}").parse::<Uri>() {
             *request.uri_mut() = uri;
         }
-        self.client.request(request).await
+        // Visitors may speak HTTP/2 to the hub; the sharing machine is always asked in
+        // HTTP/1.1.
+        *request.version_mut() = axum::http::Version::HTTP_11;
+        match tokio::time::timeout(self.answer_timeout, self.client.request(request)).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(UpstreamError::Timeout(self.answer_timeout)),
+        }
     }
 }
 
-/// The machine address in a pool host `mA-B-C-D.NAME`.
+/// The machine address in a pool host `mA-B-C-D.KEY`.
 fn machine_of(host: &str) -> Option<Ipv4Addr> {
     let label = host.split('.').next()?.strip_prefix('m')?;
     label.replace('-', ".").parse().ok()
 }
 
-/// Dials `http://mA-B-C-D.NAME:PORT` through the tunnel to A.B.C.D:PORT.
+/// Dials `SCHEME://mA-B-C-D.KEY:PORT` through the tunnel to A.B.C.D:PORT, with TLS on top
+/// for `https`.
 #[derive(Clone)]
-struct TunnelConnector(Shared);
+struct TunnelConnector {
+    hub: Shared,
+    tls: tokio_rustls::TlsConnector,
+}
 
 impl tower::Service<Uri> for TunnelConnector {
     type Response = TokioIo<TunnelStream>;
@@ -85,26 +115,40 @@ impl tower::Service<Uri> for TunnelConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let hub = self.0.clone();
+        let hub = self.hub.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
             let invalid =
                 || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a tunnel address");
             let machine = uri.host().and_then(machine_of).ok_or_else(invalid)?;
             let port = uri.port_u16().ok_or_else(invalid)?;
-            match tokio::time::timeout(CONNECT_TIMEOUT, hub.connect(machine, port)).await {
-                Ok(Ok(stream)) => Ok(TokioIo::new(TunnelStream(stream))),
-                Ok(Err(err)) => Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    err.to_string(),
-                )),
+            let dial = async {
+                let stream = hub.connect(machine, port).await.map_err(|err| {
+                    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, err.to_string())
+                })?;
+                if uri.scheme_str() == Some("https") {
+                    let name = rustls::pki_types::ServerName::try_from("localhost")
+                        .map_err(|_| invalid())?;
+                    let stream = tls.connect(name, stream).await?;
+                    Ok(TunnelStream::Tls(Box::new(stream)))
+                } else {
+                    Ok(TunnelStream::Plain(stream))
+                }
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+                Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+                Ok(Err(err)) => Err(err),
                 Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
             }
         })
     }
 }
 
-/// A tunnel TCP connection, as hyper-util's pool wants it.
-struct TunnelStream(DuplexStream);
+/// A tunnel TCP connection, as hyper-util's pool wants it: plain, or TLS over it.
+enum TunnelStream {
+    Plain(DuplexStream),
+    Tls(Box<tokio_rustls::client::TlsStream<DuplexStream>>),
+}
 
 impl Connection for TunnelStream {
     fn connected(&self) -> Connected {
@@ -114,29 +158,41 @@ impl Connection for TunnelStream {
 
 impl AsyncRead for TunnelStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            TunnelStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for TunnelStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            TunnelStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            TunnelStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            TunnelStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -147,7 +203,7 @@ mod tests {
     #[test]
     fn pool_hosts_carry_the_machine() {
         assert_eq!(
-            machine_of("m172-16-0-2.frosty-weasel-0857"),
+            machine_of("m172-16-0-2.0123456789abcdef"),
             Some(Ipv4Addr::new(172, 16, 0, 2))
         );
         assert_eq!(machine_of("172-16-0-2.x"), None);

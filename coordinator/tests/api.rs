@@ -73,7 +73,7 @@ impl Hub {
         let pairs = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let counted = pairs.clone();
         tokio::spawn(async move {
-            let mut updates = inbox.updates;
+            let mut updates = inbox.relay.updates;
             while let Some(update) = updates.recv().await {
                 let (key, by) = match update {
                     RelayUpdate::Allow(a, b) => ((a.min(b), a.max(b)), 1),
@@ -280,7 +280,7 @@ async fn old_log_rows_and_idle_guests_are_pruned() {
             client: "203.0.113.1".into(),
             duration_ms: 1,
         };
-        store.insert_http_log(&hex64(7), &entry).await.unwrap();
+        store.insert_http_log(&[(hex64(7), entry)]).await.unwrap();
     }
     let now_ms = hub.state.now_ms();
     let agents = store.agent_count().await.unwrap();

@@ -95,7 +95,9 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
     let (updates, receiver) = mpsc::channel(16);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
+    let packets = connect_coordinator::own_thread::runtime("relay").unwrap();
     let relay = relay::spawn(
+        &packets,
         socket,
         None,
         store.clone(),
@@ -106,8 +108,7 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
         },
         metrics.clone(),
         cancel.clone(),
-    )
-    .unwrap();
+    );
     for agent in [&alice, &bob, &mallory] {
         agent.bind(addr).await;
     }
@@ -205,9 +206,7 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
     alice.send(addr, bob.slot, b"after").await;
     assert_eq!(recv(&bob.socket).await, None);
     cancel.cancel();
-    tokio::task::spawn_blocking(move || relay.join().unwrap())
-        .await
-        .unwrap();
+    relay.await.unwrap();
 }
 
 /// One end of a relay stream, as an agent without UDP holds it.
@@ -254,7 +253,9 @@ async fn stream_clients_and_udp_clients_relay_to_each_other() {
     let (streams, stream_inbox) = relay_stream::Streams::new();
     let streams = Arc::new(streams);
     let cancel = CancellationToken::new();
+    let packets = connect_coordinator::own_thread::runtime("relay").unwrap();
     let relay = relay::spawn(
+        &packets,
         socket,
         None,
         store.clone(),
@@ -265,8 +266,7 @@ async fn stream_clients_and_udp_clients_relay_to_each_other() {
         },
         Arc::new(Metrics::default()),
         cancel.clone(),
-    )
-    .unwrap();
+    );
     alice.bind(addr).await;
     let mut bob_stream = StreamAgent::open(&streams);
     // A bind with another agent's key moves nothing and gets no answer.
@@ -333,7 +333,5 @@ async fn stream_clients_and_udp_clients_relay_to_each_other() {
         .expect("not forwarded after the move");
     assert!(got.ends_with(b"over udp"));
     cancel.cancel();
-    tokio::task::spawn_blocking(move || relay.join().unwrap())
-        .await
-        .unwrap();
+    relay.await.unwrap();
 }

@@ -672,3 +672,30 @@ pub fn sha256_file(path: &Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A WebSocket echo server (Debian's python3-websockets) on 127.0.0.1:PORT.
+pub const WS_SERVER: &str = r#"
+import asyncio, sys, websockets
+async def echo(ws, path=None):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1])):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// Connects to ws://HOST:PORT/ on 127.0.0.1:PORT (so Host names the share), or to
+/// wss://… trusting the CA file given third, sends a message, prints the echo.
+pub const WS_CLIENT: &str = r#"
+import asyncio, ssl, sys, websockets
+async def main():
+    tls = {}
+    if len(sys.argv) > 3:
+        tls = {"ssl": ssl.create_default_context(cafile=sys.argv[3]), "server_hostname": sys.argv[1]}
+    uri = f"{'wss' if tls else 'ws'}://{sys.argv[1]}:{sys.argv[2]}/"
+    async with websockets.connect(uri, host="127.0.0.1", port=int(sys.argv[2]), open_timeout=10, **tls) as ws:
+        await ws.send("ping through the tunnel")
+        print(await asyncio.wait_for(ws.recv(), 10))
+asyncio.run(main())
+"#;

@@ -24,6 +24,7 @@ const HTTP_NAMES: [&str; 4] = ["http", "web", "api", "app"];
 pub fn pick_http(
     routes: &[Route],
     args_port: Option<u16>,
+    https_port: Option<u16>,
     disabled: bool,
 ) -> (Option<u16>, String) {
     if disabled {
@@ -31,6 +32,9 @@ pub fn pick_http(
     }
     if let Some(port) = args_port {
         return (Some(port), "--http-port".into());
+    }
+    if let Some(port) = https_port {
+        return (Some(port), "--https-port".into());
     }
     let tcp = || routes.iter().filter(|r| r.protocol == Protocol::Tcp);
     if let Some(route) = tcp().find(|r| HTTP_NAMES.contains(&r.name.to_ascii_lowercase().as_str()))
@@ -101,6 +105,10 @@ struct Plan {
     routes: Vec<Route>,
     all_ports: Option<String>,
     http_port: Option<u16>,
+    /// The service at `http_port` speaks HTTPS (`--https-port`).
+    https: bool,
+    /// `--public-name`, lowercased and checked.
+    public_name: Option<String>,
     /// Why the public URL goes to `http_port`, or why there is none.
     why: String,
 }
@@ -130,6 +138,8 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         routes: plan.routes.clone(),
         all_ports: plan.all_ports.clone(),
         http_port: plan.http_port,
+        https: plan.https,
+        public_name: plan.public_name.clone(),
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
         http_auth: args.http_auth.clone(),
         ssh: ssh.as_ref().map(|s| s.offer.clone()),
@@ -183,16 +193,32 @@ fn plan(
     let all_ports = args
         .all_ports
         .then(|| args.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()));
-    let (http_port, why) = pick_http(&routes, args.http_port, args.disable_http);
-    if let Some(port) = args.http_port
-        && all_ports.is_none()
-        && !routes
-            .iter()
-            .any(|r| r.protocol == Protocol::Tcp && r.port == port)
-    {
-        return Err(Fail::Usage(format!(
-            "--http-port {port} is not an exposed TCP service"
-        )));
+    let (http_port, why) = pick_http(&routes, args.http_port, args.https_port, args.disable_http);
+    for (flag, port) in [
+        ("--http-port", args.http_port),
+        ("--https-port", args.https_port),
+    ] {
+        if let Some(port) = port
+            && all_ports.is_none()
+            && !routes
+                .iter()
+                .any(|r| r.protocol == Protocol::Tcp && r.port == port)
+        {
+            return Err(Fail::Usage(format!(
+                "{flag} {port} is not an exposed TCP service"
+            )));
+        }
+    }
+    let public_name = args.public_name.as_deref().map(str::to_ascii_lowercase);
+    if let Some(name) = &public_name {
+        if let Some(problem) = connect_api::public_name_problem(name) {
+            return Err(Fail::Usage(format!("--public-name {name}: {problem}")));
+        }
+        if http_port.is_none() {
+            return Err(Fail::Usage(format!(
+                "--public-name needs a public URL, and there is none: {why}"
+            )));
+        }
     }
     if let Some(pair) = &args.http_auth
         && !pair
@@ -211,6 +237,8 @@ fn plan(
         routes,
         all_ports,
         http_port,
+        https: args.https_port.is_some(),
+        public_name,
         why,
     })
 }
@@ -527,10 +555,11 @@ mod tests {
             route("frontend", 3000),
             route("api", 9000),
         ];
-        assert_eq!(pick_http(&routes, None, false).0, Some(9000));
-        assert_eq!(pick_http(&routes[..2], None, false).0, Some(3000));
-        assert_eq!(pick_http(&routes[..1], None, false).0, None);
-        assert_eq!(pick_http(&routes, Some(5432), false).0, Some(5432));
-        assert_eq!(pick_http(&routes, None, true).0, None);
+        assert_eq!(pick_http(&routes, None, None, false).0, Some(9000));
+        assert_eq!(pick_http(&routes[..2], None, None, false).0, Some(3000));
+        assert_eq!(pick_http(&routes[..1], None, None, false).0, None);
+        assert_eq!(pick_http(&routes, Some(5432), None, false).0, Some(5432));
+        assert_eq!(pick_http(&routes, None, None, true).0, None);
+        assert_eq!(pick_http(&routes, None, Some(5432), false).0, Some(5432));
     }
 }

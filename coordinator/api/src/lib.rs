@@ -60,6 +60,22 @@ pub fn route_problem(route: &Route) -> Option<&'static str> {
     None
 }
 
+/// What is wrong with a chosen public name (`share --public-name`), the first label of the
+/// share's URL, if anything: a DNS label of lowercase letters, digits and inner hyphens.
+/// Both the agent (before asking) and the hub (before storing) apply it.
+pub fn public_name_problem(name: &str) -> Option<&'static str> {
+    let label_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    (!label_ok).then_some(
+        "a public name is 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a hyphen",
+    )
+}
+
 /// Whether `ip` is in the tunnel range, 172.16.0.0/12, where every share's addresses are.
 pub fn in_overlay(ip: Ipv4Addr) -> bool {
     let [a, b, _, _] = ip.octets();
@@ -206,6 +222,8 @@ pub enum ErrorCode {
     TooLarge,
     /// Too many requests from this address or agent; try again later.
     RateLimited,
+    /// `share --public-name`: a live share already has this name.
+    NameTaken,
     Internal,
     /// Any other failure, and any code this client does not know yet.
     #[serde(other)]
@@ -298,6 +316,13 @@ pub struct CreateShareRequest {
     /// Port of the HTTP service for the public URL, `None` for `--disable-http`.
     #[serde(default)]
     pub http_port: Option<u16>,
+    /// `--https-port`: the service at `http_port` speaks HTTPS (any certificate: the
+    /// tunnel already authenticates the machine).
+    #[serde(default)]
+    pub https: bool,
+    /// `--public-name`: the URL's first label, instead of a random one.
+    #[serde(default)]
+    pub public_name: Option<String>,
     /// MAC of the sharer's WireGuard key under the code, checked by joiners.
     pub key_mac: String,
     /// `USER:PASS` the hub asks for on the public URL (basic auth); stored only hashed.
@@ -491,6 +516,28 @@ mod tests {
             &long,
         ] {
             assert!(!is_account_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn public_names_are_dns_labels() {
+        let longest = "a".repeat(63);
+        for good in ["myapp", "a", "demo-2", "0day", longest.as_str()] {
+            assert_eq!(public_name_problem(good), None, "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "MyApp",
+            "-a",
+            "a-",
+            "a.b",
+            "a_b",
+            "a b",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(public_name_problem(bad).is_some(), "{bad:?}");
         }
     }
 

@@ -116,6 +116,12 @@ pub async fn metrics(
         counter(&m.proxy_requests),
     );
     line(
+        "connect_access_log_dropped_total",
+        "counter",
+        "Access-log rows dropped because the database fell behind.",
+        counter(&m.access_log_dropped),
+    );
+    line(
         "connect_errors_total",
         "counter",
         "API requests that failed.",

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::relay::RelayUpdate;
 use crate::state::AppState;
-use crate::store::{AgentRow, CreateShareError, NewShare, ShareRow};
+use crate::store::{AgentRow, CreateShareError, HttpShare, NewShare, ShareRow};
 use crate::validate::{is_hex_64, validate_route, validate_ssh};
 
 const MAX_EXPIRY_SECS: u64 = 365 * 24 * 3600;
@@ -28,10 +28,11 @@ pub async fn create(
             "guests can join shares but not create them; run `connect up`",
         ));
     }
+    let chosen = req.public_name.clone();
     let (name, template) = validate(state, agent, req)?;
     let mut last = None;
     for _ in 0..NAME_TRIES {
-        let public_name = state.ids.public_name();
+        let public_name = chosen.clone().unwrap_or_else(|| state.ids.public_name());
         let share = NewShare {
             name: name.clone().unwrap_or_else(|| public_name.clone()),
             public_name,
@@ -42,7 +43,10 @@ pub async fn create(
                 announce(state, agent, &row).await;
                 return Ok(row);
             }
-            Err(CreateShareError::NameTaken) => last = Some(CreateShareError::NameTaken),
+            Err(CreateShareError::NameTaken) => match chosen {
+                Some(taken) => return Err(ApiError::NameTaken(taken)),
+                None => last = Some(CreateShareError::NameTaken),
+            },
             Err(CreateShareError::DuplicateCode) => {
                 return Err(ApiError::Conflict("a share with this code already exists"));
             }
@@ -73,7 +77,20 @@ async fn announce(state: &AppState, agent: &AgentRow, row: &ShareRow) {
             .events
             .relay(RelayUpdate::Allow(agent.relay_id, hub.slot()))
             .await;
-        super::resync_hub_peer(state);
+    }
+    if let Some(http_port) = row.http_port {
+        state.public.insert(HttpShare {
+            lookup: row.lookup.clone(),
+            agent_id: agent.id.clone(),
+            public_name: row.public_name.clone(),
+            block: row.block,
+            http_port,
+            https: row.https,
+            http_auth: row.http_auth.clone(),
+            expires_at: row.expires_at,
+            sharer_key: agent.public_key.clone(),
+            sharer_slot: agent.relay_id,
+        });
     }
     tracing::info!(share = %row.public_name, agent = %agent.id, "share created");
 }
@@ -96,6 +113,18 @@ fn validate(
         ));
     }
     check_routes(&req)?;
+    if let Some(problem) = req
+        .public_name
+        .as_deref()
+        .and_then(connect_api::public_name_problem)
+    {
+        return Err(ApiError::Invalid(problem.into()));
+    }
+    if req.https && req.http_port.is_none() {
+        return Err(ApiError::Invalid(
+            "an HTTPS upstream needs an HTTP port".into(),
+        ));
+    }
     let http_auth = check_http(&req)?;
     let ssh = req.ssh.as_ref().map(validate_ssh).transpose()?;
     let name = req.name.as_deref().map(str::trim).unwrap_or_default();
@@ -117,6 +146,7 @@ fn validate(
         routes: req.routes,
         all_ports: req.all_ports,
         http_port: req.http_port,
+        https: req.https,
         http_auth,
         key_mac: req.key_mac,
         ssh,

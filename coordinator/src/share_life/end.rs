@@ -27,6 +27,7 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         lookup: lookup.to_owned(),
         state: to,
     };
+    state.public.remove(&share.public_name);
     state.events.publish(&share.agent_id, &event).await;
     let sharer_slot = state
         .store
@@ -38,7 +39,6 @@ pub async fn end_share(state: &AppState, lookup: &str, to: ShareState) -> Result
         && let (Some(hub), Some(sharer_slot)) = (&state.hub_peer, sharer_slot)
     {
         pairs.push(RelayUpdate::Disallow(sharer_slot, hub.slot()));
-        super::resync_hub_peer(state);
     }
     for join in state.store.joins_of(lookup).await? {
         state.events.publish(&join.agent_id, &event).await;

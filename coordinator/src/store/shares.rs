@@ -23,6 +23,8 @@ pub struct ShareRow {
     pub http_port: Option<u16>,
     /// Hash of `USER:PASS` for basic auth on the public URL, salted with the lookup.
     pub http_auth: Option<String>,
+    /// The public URL is served from the sharing machine's HTTPS server.
+    pub https: bool,
     pub key_mac: String,
     /// The account `join --ssh` logs in as, when the share offers SSH.
     pub ssh_user: Option<String>,
@@ -31,11 +33,19 @@ pub struct ShareRow {
     pub expires_at: i64,
 }
 
-/// A live share with a public URL, as the hub's proxy peer needs it.
+/// A live share with a public URL: what the proxy needs to serve it and the hub's own
+/// peer needs to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpShare {
+    pub lookup: String,
+    pub agent_id: String,
+    pub public_name: String,
     pub block: u32,
     pub http_port: u16,
+    /// The sharing machine serves the public URL over HTTPS (`share --https-port`).
+    pub https: bool,
+    pub http_auth: Option<String>,
+    pub expires_at: i64,
     pub sharer_key: String,
     pub sharer_slot: u64,
 }
@@ -50,6 +60,7 @@ pub struct NewShare {
     pub routes: Vec<Route>,
     pub all_ports: Option<String>,
     pub http_port: Option<u16>,
+    pub https: bool,
     pub http_auth: Option<String>,
     pub key_mac: String,
     pub ssh: Option<NewSshKey>,
@@ -94,6 +105,7 @@ impl ShareRow {
                 .try_get::<Option<i64>, _>("http_port")?
                 .and_then(|p| u16::try_from(p).ok()),
             http_auth: row.try_get("http_auth")?,
+            https: row.try_get::<i64, _>("http_tls")? != 0,
             key_mac: row.try_get("key_mac")?,
             ssh_user: row.try_get("ssh_user")?,
             state: state_from(&row.try_get::<String, _>("state")?),
@@ -114,7 +126,7 @@ impl ShareRow {
 }
 
 const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, http_auth, \
-                       key_mac, ssh_user, state, created_at, expires_at";
+                       http_tls, key_mac, ssh_user, state, created_at, expires_at";
 
 fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
     if let sqlx::Error::Database(db) = err
@@ -172,8 +184,8 @@ impl Store {
         }
         let inserted = sqlx::query(
             "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
-             key_mac, state, created_at, expires_at, http_auth, ssh_user) \
-             SELECT $1, $2, $3, $4, free.block, $5, $6, $7, $8, 'active', $9, $10, $11, $12 \
+             key_mac, state, created_at, expires_at, http_auth, ssh_user, http_tls) \
+             SELECT $1, $2, $3, $4, free.block, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $14 \
              FROM (SELECT COALESCE( \
                (SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM shares WHERE state = 'active' AND block = 0)), \
                (SELECT MIN(s.block) + 1 FROM shares s WHERE s.state = 'active' AND NOT EXISTS \
@@ -194,6 +206,7 @@ impl Store {
         .bind(share.http_auth.clone())
         .bind(share.ssh.as_ref().map(|ssh| ssh.user.clone()))
         .bind(i64::from(BLOCKS))
+        .bind(i64::from(share.https))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -293,7 +306,8 @@ impl Store {
     /// hub's own peer must reach.
     pub async fn live_http_shares(&self) -> Result<Vec<HttpShare>, StoreError> {
         sqlx::query(
-            "SELECT s.block, s.http_port, a.public_key, a.relay_id FROM shares s \
+            "SELECT s.lookup, s.agent_id, s.public_name, s.block, s.http_port, s.http_tls, \
+             s.http_auth, s.expires_at, a.public_key, a.relay_id FROM shares s \
              JOIN agents a ON a.id = s.agent_id WHERE s.state = 'active' AND s.http_port IS NOT NULL",
         )
         .fetch_all(&self.pool)
@@ -301,6 +315,12 @@ impl Store {
         .iter()
         .map(|row| {
             Ok(HttpShare {
+                lookup: row.try_get("lookup")?,
+                agent_id: row.try_get("agent_id")?,
+                public_name: row.try_get("public_name")?,
+                https: row.try_get::<i64, _>("http_tls")? != 0,
+                http_auth: row.try_get("http_auth")?,
+                expires_at: row.try_get("expires_at")?,
                 block: u32::try_from(row.try_get::<i64, _>("block")?)
                     .map_err(|_| StoreError::Corrupt("address block out of range".into()))?,
                 http_port: u16::try_from(row.try_get::<i64, _>("http_port")?)
