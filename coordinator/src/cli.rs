@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// before the visitor gets 502 (90s, 30m, …).
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub proxy_timeout: std::time::Duration,
+    /// No rate limits for callers in this network (repeatable; e.g. a monitoring host, or
+    /// 127.0.0.1/32 for benchmarks). Behind a reverse proxy on the same host, loopback is
+    /// every visitor: do not exempt it there.
+    #[arg(long, value_name = "CIDR")]
+    pub rate_limit_exempt: Vec<ipnet::IpNet>,
     /// Serve /metrics to anyone with this bearer token (without it, to this host only).
     #[arg(long, env = "CONNECT_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,

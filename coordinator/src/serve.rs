@@ -117,6 +117,9 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
     tracing::info!(%listen, relay = %settings.relay, %public_url, database = if store.is_postgres() { "postgres" } else { "sqlite" }, "hub listening");
     let (mut state, inbox) =
         crate::state(store, settings, Arc::new(SystemClock), Arc::new(RandomIds));
+    state.limits = Arc::new(crate::limits::Limits::exempting(
+        args.rate_limit_exempt.clone(),
+    ));
     let packets = crate::own_thread::runtime("packets")?;
     let hub_peer = crate::hub_peer::HubPeer::start(
         &packets,

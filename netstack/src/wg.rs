@@ -414,7 +414,9 @@ impl Sessions {
 
     /// Sends a handshake initiation now, even if one is under way: a join checks the path
     /// before any flow waits on it, and retries sooner than boringtun's 5 s when the
-    /// first initiation raced the sharer learning about the joiner.
+    /// first initiation raced the sharer learning about the joiner. (Not forcing it made
+    /// every retry a no-op while the first initiation was still "in progress": a join
+    /// that lost that race waited 2 s for the sharer's own probe, 3 joins in 10 here.)
     pub(crate) fn initiate(
         &mut self,
         index: u32,
@@ -424,7 +426,7 @@ impl Sessions {
         if let Some(peer) = self.peers.get_mut(&index)
             && let Some(endpoint) = peer.path.endpoint
             && let TunnResult::WriteToNetwork(out) =
-                peer.tunn.format_handshake_initiation(dst, false)
+                peer.tunn.format_handshake_initiation(dst, true)
         {
             control.push_back((endpoint, out.to_vec()));
         }

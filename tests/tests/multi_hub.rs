@@ -1,6 +1,7 @@
 //! Two hubs on one PostgreSQL database: a join handled by one reaches the sharer whose
 //! stream the other holds, relayed through the sharer's home hub; a revoke handled by that
-//! one reaches the joiner whose stream the first holds. Loopback only, no root. Needs
+//! one reaches the joiner whose stream the first holds; a public URL one hub serves from
+//! memory stops when the share is revoked through the other. Loopback only, no root. Needs
 //! `CONNECT_TEST_POSTGRES` (scripts/test.sh starts a throwaway server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -132,5 +133,65 @@ fn two_hubs_on_one_database_serve_the_same_shares() {
         .wait_exit(Duration::from_secs(5))
         .expect("bob still joined 5 s after a revoke on the other hub");
     assert_eq!(status.code(), Some(1));
+
+    // A public URL served by hub A stops the moment the share ends through hub B: hub A
+    // answers from memory, kept true by the other hub's share events.
+    let web_port = free_port();
+    let _web = Proc::start(
+        &dir,
+        "web",
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &web_port.to_string(),
+            ])
+            .current_dir(&dir),
+        false,
+    );
+    eventually("web server", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", web_port)).is_ok()
+    });
+    let web = format!("127.0.0.1:{web_port}");
+    let exposed = connect(port_a, "alice")
+        .args(["expose", &web, "--name", "web"])
+        .output()
+        .unwrap();
+    assert!(exposed.status.success());
+    let share: Value = serde_json::from_slice(
+        &connect(port_a, "alice")
+            .args(["--json", "share", "--public-name", "across"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let status_at_a = || {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-H", "Host: across.share.localhost"])
+            .arg(format!("http://127.0.0.1:{port_a}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(
+        "the public URL served by hub A",
+        Duration::from_secs(20),
+        || status_at_a() == "200",
+    );
+    let code = share["code"].as_str().unwrap();
+    let revoke = connect(port_b, "alice")
+        .args(["share", "--revoke", code])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    eventually(
+        "hub A refuses the URL revoked through hub B",
+        Duration::from_secs(5),
+        || status_at_a() == "404",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

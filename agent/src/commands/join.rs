@@ -353,9 +353,20 @@ async fn next_event<S: futures_util::Stream + Unpin>(events: &mut Option<S>) -> 
     }
 }
 
-/// Waits until WireGuard has a session with the sharer, re-sending the initiation each
-/// second in case the first one raced the sharer learning about us.
+/// Waits until WireGuard has a session with the sharer, re-sending the initiation after
+/// a quarter of a second and then each second, in case the first one raced the sharer
+/// learning about us (it hears of the join a few milliseconds after we do). Each retry
+/// replaces the initiation before it, so after the first they wait a whole second: a
+/// slow path's answer must have time to come back.
 async fn wait_for_handshake(net: &Netstack, sharer: PublicKey) -> anyhow::Result<()> {
+    let quick = tokio::time::timeout(
+        Duration::from_millis(250),
+        net.handshake(sharer, Duration::from_secs(1)),
+    )
+    .await;
+    if let Ok(done) = quick {
+        return Ok(done?);
+    }
     match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         net.handshake(sharer, Duration::from_secs(1)),
