@@ -42,6 +42,9 @@ const UNKNOWN_FOR_MS: u64 = 30_000;
 const UNKNOWN_SLOTS: usize = 4_096;
 /// Key lookups in flight at once; binds for further unknown slots are dropped meanwhile.
 const LOOKUPS: usize = 16;
+/// Datagrams held behind a bind whose key is being looked up: an agent sends its first
+/// WireGuard initiation right after its first bind, and dropping it cost a join a retry.
+const HELD_BEHIND: usize = 8;
 
 /// What a stream connection (relay frames over TCP/TLS, see `relay_stream`) tells the
 /// relay thread.
@@ -102,6 +105,8 @@ pub enum Verdict {
     Reply(Vec<u8>),
     /// A bind for a slot whose key is not loaded yet.
     NeedKey(u64),
+    /// Data from an address with no bound slot (perhaps its bind is being looked up).
+    Unbound,
     Drop(&'static str),
 }
 
@@ -267,7 +272,7 @@ impl RelayTable {
         match relay::parse(datagram) {
             Some(Frame::Data { slot: to, .. }) => {
                 let Some(&source) = self.by_addr.get(&from) else {
-                    return Verdict::Drop("data from an unbound address");
+                    return Verdict::Unbound;
                 };
                 if !self.pairs.contains_key(&pair(source, to)) {
                     return Verdict::Drop("no live join between these agents");
@@ -388,11 +393,12 @@ struct Relay {
 /// A store lookup's answer: a slot and its key, if the slot exists.
 type Found = (u64, Result<Option<[u8; 32]>, StoreError>);
 
-/// A datagram waiting for its slot's key.
+/// A bind waiting for its slot's key, and what its sender sent right behind it.
 struct Held {
     from: SocketAddr,
     local: Option<IpAddr>,
-    datagram: Vec<u8>,
+    /// The bind first, then at most [`HELD_BEHIND`] datagrams.
+    datagrams: Vec<Vec<u8>>,
 }
 
 /// Forwarded datagrams gathered into one send: `bytes[start..end]` to `to`, from `via`.
@@ -554,6 +560,7 @@ impl Relay {
                         Metrics::add(&self.metrics.relay_dropped, 1);
                     }
                     Verdict::NeedKey(slot) => self.look_up(slot, from, local, &bytes[start..end]),
+                    Verdict::Unbound => self.hold_behind_bind(from, &bytes[start..end]),
                     Verdict::Forward { .. } => {}
                 }
             }
@@ -581,7 +588,7 @@ impl Relay {
         let held = Held {
             from,
             local,
-            datagram: datagram.to_vec(),
+            datagrams: vec![datagram.to_vec()],
         };
         self.lookups.insert(slot, held);
         let store = self.store.clone();
@@ -611,11 +618,29 @@ impl Relay {
         if let Some(Held {
             from,
             local,
-            mut datagram,
+            datagrams,
         }) = held
         {
-            let stride = datagram.len().max(1);
-            self.forward(from, local, &mut datagram, stride).await;
+            for mut datagram in datagrams {
+                let stride = datagram.len().max(1);
+                self.forward(from, local, &mut datagram, stride).await;
+            }
+        }
+    }
+
+    /// Data from an unbound address: held behind that address's bind when one is being
+    /// looked up (handled after it, in order), dropped otherwise.
+    fn hold_behind_bind(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let held = self
+            .lookups
+            .values_mut()
+            .find(|held| held.from == from && held.datagrams.len() <= HELD_BEHIND);
+        match held {
+            Some(held) => held.datagrams.push(datagram.to_vec()),
+            None => {
+                tracing::debug!(%from, "relay dropped data from an unbound address");
+                Metrics::add(&self.metrics.relay_dropped, 1);
+            }
         }
     }
 

@@ -205,6 +205,29 @@ async fn relays_between_joined_agents_only_and_survives_garbage() {
     mallory.bind(addr).await;
     alice.send(addr, bob.slot, b"after").await;
     assert_eq!(recv(&bob.socket).await, None);
+
+    // A new agent's first bind waits for its key from the store; what it sends right
+    // behind the bind (its first WireGuard initiation) is held and forwarded after it,
+    // not dropped.
+    let carol = agent(&store, "carol", 44).await;
+    updates
+        .send(RelayUpdate::Allow(carol.slot, bob.slot))
+        .await
+        .unwrap();
+    mallory.bind(addr).await;
+    let bind = wire::write_bind(&carol.key, carol.slot, now_ms());
+    carol.socket.send_to(&bind, addr).await.unwrap();
+    carol.send(addr, bob.slot, b"right behind the bind").await;
+    let got = recv(&bob.socket)
+        .await
+        .expect("the first datagram was dropped");
+    assert_eq!(
+        wire::parse(&got),
+        Some(wire::Frame::Data {
+            slot: carol.slot,
+            payload: b"right behind the bind"
+        })
+    );
     cancel.cancel();
     relay.await.unwrap();
 }
