@@ -140,3 +140,56 @@ pub async fn write(store: Store, mut rows: mpsc::Receiver<LogRow>, cancel: Cance
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of finished requests reach the database in one batch, and what is queued when
+    /// the hub stops is still written.
+    #[tokio::test]
+    async fn queued_rows_are_written_and_flushed_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let store = Store::open(None, dir.path())
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        let (log, rows) = AccessLog::new(Arc::default());
+        let cancel = CancellationToken::new();
+        let writer = tokio::spawn(write(store.clone(), rows, cancel.clone()));
+        let lookup: Arc<str> = "a".repeat(64).into();
+        for path in ["/one", "/two"] {
+            let request = Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap_or_default();
+            let mut entry = log.start(
+                lookup.clone(),
+                time::OffsetDateTime::now_utc(),
+                &request,
+                None,
+            );
+            entry.set_status(200);
+        }
+        // Queued just before the stop: written by the flush, not lost.
+        let request = Request::builder()
+            .uri("/last")
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        drop(log.start(
+            lookup.clone(),
+            time::OffsetDateTime::now_utc(),
+            &request,
+            None,
+        ));
+        cancel.cancel();
+        writer.await.unwrap_or_else(|err| panic!("{err}"));
+        let written = store.http_log(&lookup).await.unwrap_or_default();
+        let mut paths: Vec<&str> = written.iter().map(|row| row.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["/last", "/one", "/two"]);
+        assert!(
+            written.iter().any(|row| row.status == 502),
+            "the unanswered one"
+        );
+    }
+}
