@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite uses: real services and real clients for the end-to-end
 # tests, and PostgreSQL for the hub's store tests.
-PACKAGES=(python3 python3-websockets postgresql redis-server redis-tools dnsmasq-base bind9-dnsutils curl iproute2 procps openssh-server openssh-client openssl nftables tinyproxy)
+PACKAGES=(python3 chromium chromium-driver python3-websockets postgresql redis-server redis-tools dnsmasq-base bind9-dnsutils curl iproute2 procps openssh-server openssh-client openssl nftables tinyproxy)
 bash scripts/install-packages.sh "${PACKAGES[@]}"
 
 # A throwaway PostgreSQL cluster for the hub's store tests, run as a non-root user,

@@ -46,6 +46,12 @@ pub enum Command {
     Join(JoinArgs),
     /// What the network allows: UDP, NAT kind, IPv6, proxy, hub round trip; a verdict.
     Netcheck,
+    /// A one-time login link to the hub's web dashboard (opens a browser if it can).
+    Dashboard {
+        /// Print the link only.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// The forced command of a `--ssh-once` key (run by sshd, not by people).
     #[command(hide = true)]
     SshOnce {

@@ -184,6 +184,23 @@ impl Hub {
         .await
     }
 
+    /// A one-time login link to the hub's dashboard for this agent.
+    pub async fn dashboard_link(&self) -> anyhow::Result<connect_api::DashboardLink> {
+        self.send(self.request(reqwest::Method::POST, routes::DASHBOARD_LINK))
+            .await
+    }
+
+    /// Tells the hub what this agent sees of its joiners, for the dashboard.
+    pub async fn report_peers(&self, report: &connect_api::PeerReport) -> anyhow::Result<()> {
+        self.exchange(
+            self.request(reqwest::Method::PUT, routes::PEERS)
+                .json(report),
+        )
+        .await
+        .map_err(Refusal::into_fail)?;
+        Ok(())
+    }
+
     pub async fn join(&self, request: &JoinRequest) -> anyhow::Result<JoinResponse> {
         self.post(routes::JOIN, request).await
     }

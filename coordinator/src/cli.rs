@@ -79,6 +79,9 @@ pub enum Command {
     /// Enrollment keys that let agents register.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Print a one-time dashboard login link for the admin (valid for 5 minutes). The
+    /// link is under --public-url (or --listen), as the hub is started with.
+    AdminLink,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +99,26 @@ pub enum KeyCommand {
     List,
     /// Revoke a key, by the key or its id.
     Revoke { key: String },
+}
+
+impl ServeArgs {
+    /// Where people reach the hub: `--public-url`, or the scheme and `--listen` address.
+    ///
+    /// # Errors
+    /// A `--listen` that does not make a URL (it always does).
+    pub fn base_url(
+        &self,
+    ) -> Result<crate::public_url::PublicUrl, crate::public_url::BadPublicUrl> {
+        if let Some(url) = &self.public_url {
+            return Ok(url.clone());
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.listen).parse()
+    }
 }
 
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {

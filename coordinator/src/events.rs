@@ -223,7 +223,9 @@ impl Events {
             HubBody::Event { agent, event } => {
                 if matches!(
                     event,
-                    StreamEvent::ShareCreated { .. } | StreamEvent::ShareEnded { .. }
+                    StreamEvent::ShareCreated { .. }
+                        | StreamEvent::ShareEnded { .. }
+                        | StreamEvent::ShareExtended { .. }
                 ) {
                     self.public.changed();
                 }

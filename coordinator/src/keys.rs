@@ -46,7 +46,7 @@ pub async fn run_key_command(
 }
 
 /// A new enrollment key; only its hash is stored, so this is the one time it is seen.
-async fn create(
+pub(crate) async fn create(
     store: &Store,
     reusable: bool,
     expires: Option<&str>,

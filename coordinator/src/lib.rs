@@ -12,6 +12,7 @@ mod basic_auth;
 pub mod cli;
 mod client;
 pub mod clock;
+mod dashboard;
 mod error;
 pub mod events;
 mod housekeeping;
@@ -19,6 +20,7 @@ pub mod hub_peer;
 pub mod ids;
 mod keys;
 pub mod limits;
+mod live_peers;
 pub mod metrics;
 pub mod own_thread;
 mod probe;
@@ -30,6 +32,7 @@ pub mod relay_stream;
 pub mod secrets;
 mod serve;
 mod share_life;
+mod share_views;
 pub use share_life::run_expiry;
 pub mod state;
 pub mod store;
@@ -55,6 +58,18 @@ pub use metrics::Metrics;
 pub use serve::{ServeError, serve_main};
 pub use state::{AppState, Settings};
 
+/// `connect-coordinator admin-link`: a one-time dashboard login link for the admin.
+///
+/// # Errors
+/// A failing database.
+pub async fn admin_link(
+    store: &store::Store,
+    base: &public_url::PublicUrl,
+    now_ms: i64,
+) -> Result<String, store::StoreError> {
+    dashboard::links::create(store, &RandomIds, base, None, now_ms).await
+}
+
 /// Request bodies above this are refused with 413: nothing in the API is larger.
 const BODY_LIMIT: usize = 64 * 1024;
 
@@ -63,6 +78,8 @@ pub fn app(state: AppState) -> Router {
     api::router()
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(api::uniform_errors))
+        // The dashboard answers in HTML, errors included.
+        .merge(dashboard::router().layer(DefaultBodyLimit::max(BODY_LIMIT)))
         // Public shares first: their bodies are streamed, not limited like the API's.
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(state.clone()),
@@ -104,6 +121,7 @@ pub fn state(
         relay_streams: Arc::new(streams),
         limits: Arc::default(),
         passwords: Arc::default(),
+        live_peers: Arc::default(),
         public,
     };
     let inbox = Inbox {

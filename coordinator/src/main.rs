@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use connect_coordinator::cli::{Cli, Command};
+use connect_coordinator::cli::{Cli, Command, StoreArgs};
 use connect_coordinator::store::Store;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,25 +26,27 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Key(command)) => {
-                let store =
-                    match Store::open(cli.store.database.as_deref(), &cli.store.data_dir).await {
-                        Ok(store) => store,
-                        Err(err) => {
-                            eprintln!("[x] {err}");
-                            return ExitCode::FAILURE;
-                        }
-                    };
-                let now_ms = connect_coordinator::clock::unix_ms(time::OffsetDateTime::now_utc());
-                match connect_coordinator::run_key_command(&store, command, now_ms).await {
-                    Ok(out) => {
-                        println!("{out}");
-                        ExitCode::SUCCESS
-                    }
+                on_store(&cli.store, |store, now_ms| async move {
+                    connect_coordinator::run_key_command(&store, command, now_ms)
+                        .await
+                        .map_err(|err| err.to_string())
+                })
+                .await
+            }
+            Some(Command::AdminLink) => {
+                let base = match cli.serve.base_url() {
+                    Ok(base) => base,
                     Err(err) => {
                         eprintln!("[x] {err}");
-                        ExitCode::FAILURE
+                        return ExitCode::FAILURE;
                     }
-                }
+                };
+                on_store(&cli.store, |store, now_ms| async move {
+                    connect_coordinator::admin_link(&store, &base, now_ms)
+                        .await
+                        .map_err(|err| err.to_string())
+                })
+                .await
             }
             None => match connect_coordinator::serve_main(cli).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +57,33 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// Runs a command straight on the database: what it returns is printed, an error is one
+/// `[x] ` line and exit 1.
+async fn on_store<F, Fut>(args: &StoreArgs, command: F) -> ExitCode
+where
+    F: FnOnce(Store, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let store = match Store::open(args.database.as_deref(), &args.data_dir).await {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("[x] {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now_ms = connect_coordinator::clock::unix_ms(time::OffsetDateTime::now_utc());
+    match command(store, now_ms).await {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("[x] {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Help and version go to stdout with 0; any usage error is one `[x] ` line and 1.

@@ -61,6 +61,11 @@ impl fmt::Display for PublicUrl {
 }
 
 impl PublicUrl {
+    /// Cookies for this hub are `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
     /// The host agents dial, IPv6 literals in brackets (ready for `HOST:PORT`).
     pub fn host(&self) -> &str {
         &self.host

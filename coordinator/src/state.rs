@@ -51,6 +51,8 @@ pub struct AppState {
     pub access_log: crate::access_log::AccessLog,
     /// Public-URL credentials already checked against their slow hash.
     pub passwords: Arc<crate::basic_auth::Checked>,
+    /// What sharing agents last reported of their joiners, for the dashboard.
+    pub live_peers: Arc<crate::live_peers::LivePeers>,
 }
 
 impl AppState {

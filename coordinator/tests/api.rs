@@ -238,7 +238,72 @@ both_backends!(
     ssh_keys_go_to_joiners_only_and_once_keys_once,
     registration_is_rate_limited_and_metrics_are_for_this_host,
     old_log_rows_and_idle_guests_are_pruned,
+    login_links_work_once_and_sessions_end_with_their_agent,
 );
+
+/// A dashboard login link opens one session, once, before its deadline; a session ends at
+/// its own deadline and when its agent is removed; the admin's has no agent.
+async fn login_links_work_once_and_sessions_end_with_their_agent() {
+    use connect_coordinator::store::{LinkTaken, SessionRow};
+    let hub = Hub::new(true).await;
+    let token = hub.agent("alice").await;
+    let (status, link) = hub
+        .call(Method::POST, routes::DASHBOARD_LINK, Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    let secret = url.strip_prefix("http://hub.test:7070/login/").unwrap();
+    let (status, _) = hub
+        .call(Method::POST, routes::DASHBOARD_LINK, None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let store = &hub.state.store;
+    let now = hub.state.now_ms();
+    let hash = connect_coordinator::secrets::hash_secret(secret);
+    let LinkTaken::Valid(Some(agent_id)) = store.take_login_link(&hash, now).await.unwrap() else {
+        panic!("the link did not take");
+    };
+    assert_eq!(
+        store.take_login_link(&hash, now).await.unwrap(),
+        LinkTaken::Invalid
+    );
+    // Past its deadline, a link is refused (and gone).
+    store
+        .insert_login_link("late", None, now + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_login_link("late", now + 10).await.unwrap(),
+        LinkTaken::Invalid
+    );
+
+    let session = SessionRow {
+        agent_id: Some(agent_id.clone()),
+        csrf: "c".into(),
+    };
+    store
+        .insert_session("s1", &session, now, now + 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.session("s1", now).await.unwrap(), Some(session));
+    assert_eq!(store.session("s1", now + 1000).await.unwrap(), None);
+    let admin = SessionRow {
+        agent_id: None,
+        csrf: "a".into(),
+    };
+    store
+        .insert_session("s2", &admin, now, now + 1000)
+        .await
+        .unwrap();
+    assert_eq!(store.session("s2", now).await.unwrap(), Some(admin));
+    sqlx::query("DELETE FROM agents WHERE id = $1")
+        .bind(&agent_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.session("s1", now).await.unwrap(), None);
+}
 
 /// Pruning forgets access-log rows past 30 days, guests that joined nothing after a day,
 /// and guests whose joins are all on shares ended 30 days ago; nothing else.

@@ -8,7 +8,9 @@
 //! does not forward, so hosts reach each other only through the relay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod cluster;
+pub mod loopback;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

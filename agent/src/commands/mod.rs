@@ -1,6 +1,7 @@
 //! One module per subcommand. Commands use the runtime layer (`crate::runtime`) and the
 //! layers under it; nothing below imports a command.
 
+mod dashboard;
 mod down;
 mod expose;
 mod join;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Share(args) => share::run(&ctx, args).await,
         Command::Join(args) => join::run(&ctx, args).await,
         Command::Netcheck => netcheck::run(&ctx).await,
+        Command::Dashboard { no_open } => dashboard::run(&ctx, no_open).await,
         Command::SshOnce { .. } => Ok(ExitCode::FAILURE),
     }
 }

@@ -143,6 +143,8 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
         http_auth: args.http_auth.clone(),
         ssh: ssh.as_ref().map(|s| s.offer.clone()),
+        max_joins: None,
+        approve: false,
     };
     // The key goes in before the share exists, so a joiner never finds it missing, and
     // comes out again if the hub refuses the share.

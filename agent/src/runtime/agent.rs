@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use connect_api::{HubPeer, JoinedPeer, ShareState, StreamEvent};
+use connect_api::{HubPeer, JoinedPeer, PeerReport, ReportedPeer, ShareState, StreamEvent};
 use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{
     Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, RelayTransport, Route, Target, relay,
@@ -46,6 +46,8 @@ pub(super) struct Agent<'a> {
     hub_peer: Option<HubPeer>,
     /// That peer while a public share is live; empty otherwise.
     hub: PeerSet,
+    /// The last peer report to the hub had something in it.
+    reported: bool,
 }
 
 impl<'a> Agent<'a> {
@@ -64,6 +66,7 @@ impl<'a> Agent<'a> {
             hub_connected: false,
             hub_peer,
             hub: PeerSet::new(),
+            reported: false,
         }
     }
 
@@ -113,6 +116,22 @@ impl<'a> Agent<'a> {
                 }
             }
             StreamEvent::ShareCreated { .. } => self.reload_shares().await,
+            StreamEvent::ShareExtended { lookup, expires_at } => {
+                if self.shares.extend(&lookup, expires_at) {
+                    tracing::info!(until = %output::rfc3339(expires_at), "share extended from the dashboard");
+                    if self.chatty {
+                        let name = self
+                            .shares
+                            .find_live(&lookup)
+                            .map_or("A share", |s| s.name.as_str());
+                        println!(
+                            "==> connect: {name} extended from the dashboard; {}",
+                            output::expires_line(expires_at, time::OffsetDateTime::now_utc())
+                        );
+                    }
+                }
+            }
+            StreamEvent::JoinDecided { .. } => {}
             StreamEvent::ShareEnded { lookup, state } => {
                 if let Some(ended) = self.shares.end(&lookup, state, true) {
                     crate::ssh::uninstall(&ended);
@@ -269,6 +288,40 @@ impl<'a> Agent<'a> {
                 agent: peer.agent,
             },
         );
+    }
+
+    /// What this agent sees of its joiners, for the hub's dashboard: `None` when there is
+    /// nothing to say and nothing was said last time.
+    pub(super) async fn peer_report(&mut self, relay: SocketAddr) -> Option<PeerReport> {
+        let snapshot = self.net.stats().await.ok()?;
+        let over_stream = snapshot.relay_transport == Some(RelayTransport::Stream);
+        let peers: Vec<ReportedPeer> = snapshot
+            .peers
+            .iter()
+            .filter_map(|peer| {
+                let joiner = self.joined.get(&peer.public_key)?;
+                let (path, endpoint) = path_of(peer.endpoint, over_stream, "hub", relay);
+                Some(ReportedPeer {
+                    lookup: joiner.lookup.clone(),
+                    agent: joiner.agent.clone(),
+                    path: path.to_owned(),
+                    endpoint,
+                    rx_bytes: peer.rx_bytes,
+                    tx_bytes: peer.tx_bytes,
+                    handshake_secs_ago: peer.last_handshake.map(|ago| ago.as_secs()),
+                })
+            })
+            .collect();
+        let report = PeerReport {
+            peers,
+            pending: Vec::new(),
+        };
+        let empty = report.peers.is_empty() && report.pending.is_empty();
+        if empty && !self.reported {
+            return None;
+        }
+        self.reported = !empty;
+        Some(report)
     }
 
     /// The contract's `status` shape; a relayed peer's endpoint is the relay it goes via.

@@ -31,6 +31,10 @@ use control::Request;
 use shares::ShareBook;
 use stream::Input;
 
+/// How often a sharing agent with joiners tells the hub about them (the dashboard's live
+/// peers); well inside the hub's freshness window.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the running agent was started with.
 struct Started {
     hub: Hub,
@@ -97,12 +101,25 @@ async fn serve(agent: &mut Agent<'_>, net: &Netstack, started: &Started) -> anyh
     let (inputs, mut events) = mpsc::channel(256);
     let stream_task = tokio::spawn(stream::hold(started.hub.clone(), inputs));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut report_tick = tokio::time::interval(REPORT_EVERY);
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = agent.next_deadline();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             () = until(deadline) => agent.expire_due().await,
+            _ = report_tick.tick() => {
+                if agent.hub_connected && let Some(report) = agent.peer_report(started.relay.addr).await {
+                    let hub = started.hub.clone();
+                    // Off the loop: a slow hub must not hold up joins.
+                    tokio::spawn(async move {
+                        if let Err(err) = hub.report_peers(&report).await {
+                            tracing::debug!("{err:#}; the dashboard's live peers wait for the next report");
+                        }
+                    });
+                }
+            }
             input = events.recv() => match input {
                 Some(Input::Event(event)) => agent.apply(event).await,
                 Some(Input::Connected(up)) => {

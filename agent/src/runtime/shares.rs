@@ -97,6 +97,23 @@ impl ShareBook {
         Some(ended)
     }
 
+    /// Moves a live share's deadline later (its owner extended it from the dashboard; an
+    /// earlier one is ignored). Returns whether it moved.
+    pub(crate) fn extend(&mut self, lookup: &str, expires_at: OffsetDateTime) -> bool {
+        self.reload();
+        let now = OffsetDateTime::now_utc();
+        let Some(share) = self
+            .shares
+            .iter_mut()
+            .find(|s| s.lookup == lookup && s.is_live(now) && s.expires_at < expires_at)
+        else {
+            return false;
+        };
+        share.expires_at = expires_at;
+        self.save();
+        true
+    }
+
     /// The hub now knows the share ended.
     pub(crate) fn told(&mut self, lookup: &str) {
         self.reload();

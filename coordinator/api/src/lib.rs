@@ -100,6 +100,50 @@ pub mod routes {
     pub const NETCHECK: &str = "/v1/netcheck";
     /// Upgraded to a relay stream when UDP to the relay is blocked.
     pub const RELAY: &str = "/v1/relay";
+    /// `connect dashboard`: a one-time login link for the calling agent.
+    pub const DASHBOARD_LINK: &str = "/v1/dashboard/link";
+    /// The running agent's joiners as it sees them, for the dashboard.
+    pub const PEERS: &str = "/v1/peers";
+    /// `share --approve-join` / `--deny-join` made on the sharing machine, for the dashboard.
+    pub const DECISIONS: &str = "/v1/shares/{lookup}/decisions";
+}
+
+/// `POST /v1/dashboard/link`: a one-time login link, valid for minutes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DashboardLink {
+    pub url: String,
+}
+
+/// `PUT /v1/peers`: what a running sharing agent sees of its joiners (sent every few
+/// seconds while it has any). The hub only shows it: it decides nothing from it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerReport {
+    pub peers: Vec<ReportedPeer>,
+    /// Joiners of `--approve` shares waiting for the sharer's word.
+    #[serde(default)]
+    pub pending: Vec<PendingJoiner>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportedPeer {
+    /// The share the joiner joined.
+    pub lookup: String,
+    pub agent: String,
+    /// `direct`, `relayed` or `relayed-tcp`.
+    pub path: String,
+    pub endpoint: Option<String>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Seconds since the last WireGuard handshake, if there was one.
+    pub handshake_secs_ago: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingJoiner {
+    pub lookup: String,
+    pub agent: String,
+    /// The joiner's WireGuard key, base64: what an approval names.
+    pub public_key: String,
 }
 
 /// A WireGuard public key, base64 on the wire like `wg` prints it.
@@ -331,6 +375,13 @@ pub struct CreateShareRequest {
     /// `--ssh`: the key joiners download, encrypted on the sharing machine.
     #[serde(default)]
     pub ssh: Option<SshOffer>,
+    /// `--max-joins`: distinct joiners the sharer lets in (it enforces it; the hub shows
+    /// it and refuses early).
+    #[serde(default)]
+    pub max_joins: Option<u32>,
+    /// `--approve`: each joiner waits until the sharer approves it.
+    #[serde(default)]
+    pub approve: bool,
 }
 
 /// SSH access to the shared machine. The hub keeps only the key encrypted under a
@@ -470,6 +521,19 @@ pub enum StreamEvent {
     ShareEnded { lookup: String, state: ShareState },
     /// This agent created a share (perhaps from another process): pick it up.
     ShareCreated { lookup: String },
+    /// The share's owner moved its deadline from the dashboard.
+    ShareExtended {
+        lookup: String,
+        #[serde(with = "time::serde::rfc3339")]
+        expires_at: OffsetDateTime,
+    },
+    /// The share's owner approved or denied a waiting joiner from the dashboard.
+    JoinDecided {
+        lookup: String,
+        /// The joiner's WireGuard key, base64.
+        public_key: String,
+        approved: bool,
+    },
 }
 
 /// Parses the contract's `DUR`: a whole number and a unit `s`, `m`, `h` or `d` (`90s`,

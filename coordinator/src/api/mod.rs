@@ -3,6 +3,7 @@
 //! in the one error shape).
 
 mod agents;
+mod dashboard;
 pub mod join;
 mod ops;
 mod relay;
@@ -16,7 +17,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use connect_api::routes;
 use serde::de::DeserializeOwned;
 
@@ -41,6 +42,8 @@ pub fn router() -> Router<AppState> {
         .route(routes::JOIN, post(join::join))
         .route(routes::STREAM, get(stream::stream))
         .route(routes::RELAY, get(relay::open))
+        .route(routes::DASHBOARD_LINK, post(dashboard::link))
+        .route(routes::PEERS, put(dashboard::report))
         .fallback(|| async { ApiError::NotFound("no such route") })
 }
 

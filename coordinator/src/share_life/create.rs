@@ -152,6 +152,8 @@ fn validate(
         ssh,
         created_at: now,
         expires_at,
+        max_joins: req.max_joins,
+        approve: req.approve,
     };
     Ok((name, share))
 }

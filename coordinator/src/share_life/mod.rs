@@ -6,7 +6,9 @@
 mod create;
 mod end;
 mod join;
+mod owner;
 
 pub use create::create;
 pub use end::{end_share, run_expiry};
 pub use join::join;
+pub use owner::{extend, revoke};

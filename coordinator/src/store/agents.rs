@@ -100,6 +100,18 @@ impl Store {
         Ok(())
     }
 
+    /// Every agent with when it registered, newest first: the admin's view.
+    pub async fn agents(&self) -> Result<Vec<(AgentRow, i64)>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, created_at FROM agents ORDER BY created_at DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((AgentRow::from_row(row)?, row.try_get("created_at")?)))
+        .collect()
+    }
+
     pub async fn agent_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM agents")
             .fetch_one(&self.pool)

@@ -71,17 +71,33 @@ impl Store {
         Ok(())
     }
 
+    /// The newest [`SHOWN`] entries, oldest first, as `share --info` prints them.
     pub async fn http_log(&self, lookup: &str) -> Result<Vec<HttpLogEntry>, StoreError> {
+        let mut entries = self.http_log_page(lookup, &LogPage::newest(SHOWN)).await?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// One page of a share's access log, newest first.
+    pub async fn http_log_page(
+        &self,
+        lookup: &str,
+        page: &LogPage,
+    ) -> Result<Vec<HttpLogEntry>, StoreError> {
+        let (low, high) = page.statuses;
         let rows = sqlx::query(
             "SELECT at, method, path, status, bytes, client, duration_ms FROM http_log \
-             WHERE share_lookup = $1 ORDER BY at DESC LIMIT $2",
+             WHERE share_lookup = $1 AND status >= $2 AND status < $3 \
+             ORDER BY at DESC LIMIT $4 OFFSET $5",
         )
         .bind(lookup)
-        .bind(SHOWN)
+        .bind(i64::from(low))
+        .bind(i64::from(high))
+        .bind(page.limit)
+        .bind(page.offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut entries = rows
-            .iter()
+        rows.iter()
             .map(|row| {
                 let at: i64 = row.try_get("at")?;
                 Ok(HttpLogEntry {
@@ -94,9 +110,26 @@ impl Store {
                     duration_ms: row.try_get::<i64, _>("duration_ms")?.unsigned_abs(),
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        entries.reverse();
-        Ok(entries)
+            .collect::<Result<Vec<_>, StoreError>>()
+    }
+}
+
+/// Which rows of an access log to read: statuses in `[low, high)`, `limit` rows after
+/// skipping `offset`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    pub statuses: (u16, u16),
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl LogPage {
+    pub fn newest(limit: i64) -> Self {
+        Self {
+            statuses: (0, 1000),
+            limit,
+            offset: 0,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod joins;
 mod keys;
 mod prune;
 mod services;
+mod sessions;
 mod shares;
 mod ssh_keys;
 
@@ -17,9 +18,11 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 
 pub use agents::AgentRow;
+pub use http_log::LogPage;
 pub use joins::{JoinError, JoinRow};
 pub use keys::KeyRow;
 pub use prune::Pruned;
+pub use sessions::{LinkTaken, SessionRow};
 pub use shares::{BLOCKS, CreateShareError, HttpShare, NewShare, ShareRow};
 pub use ssh_keys::NewSshKey;
 

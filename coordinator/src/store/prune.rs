@@ -58,6 +58,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.prune_sign_ins(now_ms).await?;
         Ok(Pruned { log_rows, guests })
     }
 }

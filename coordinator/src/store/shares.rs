@@ -31,6 +31,10 @@ pub struct ShareRow {
     pub state: ShareState,
     pub created_at: i64,
     pub expires_at: i64,
+    /// `share --max-joins`: distinct joiners the sharer lets in.
+    pub max_joins: Option<u32>,
+    /// `share --approve`: the sharer approves each joiner.
+    pub approve: bool,
 }
 
 /// A live share with a public URL: what the proxy needs to serve it and the hub's own
@@ -66,6 +70,8 @@ pub struct NewShare {
     pub ssh: Option<NewSshKey>,
     pub created_at: i64,
     pub expires_at: i64,
+    pub max_joins: Option<u32>,
+    pub approve: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,10 @@ impl ShareRow {
             state: state_from(&row.try_get::<String, _>("state")?),
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
+            max_joins: row
+                .try_get::<Option<i64>, _>("max_joins")?
+                .and_then(|n| u32::try_from(n).ok()),
+            approve: row.try_get::<i64, _>("approve")? != 0,
         })
     }
 
@@ -126,7 +136,7 @@ impl ShareRow {
 }
 
 const COLUMNS: &str = "lookup, agent_id, name, public_name, block, routes, all_ports, http_port, http_auth, \
-                       http_tls, key_mac, ssh_user, state, created_at, expires_at";
+                       http_tls, key_mac, ssh_user, state, created_at, expires_at, max_joins, approve";
 
 fn is_unique_violation(err: &sqlx::Error) -> Option<String> {
     if let sqlx::Error::Database(db) = err
@@ -184,8 +194,8 @@ impl Store {
         }
         let inserted = sqlx::query(
             "INSERT INTO shares (lookup, agent_id, name, public_name, block, routes, all_ports, http_port, \
-             key_mac, state, created_at, expires_at, http_auth, ssh_user, http_tls) \
-             SELECT $1, $2, $3, $4, free.block, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $14 \
+             key_mac, state, created_at, expires_at, http_auth, ssh_user, http_tls, max_joins, approve) \
+             SELECT $1, $2, $3, $4, free.block, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $14, $15, $16 \
              FROM (SELECT COALESCE( \
                (SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM shares WHERE state = 'active' AND block = 0)), \
                (SELECT MIN(s.block) + 1 FROM shares s WHERE s.state = 'active' AND NOT EXISTS \
@@ -207,6 +217,8 @@ impl Store {
         .bind(share.ssh.as_ref().map(|ssh| ssh.user.clone()))
         .bind(i64::from(BLOCKS))
         .bind(i64::from(share.https))
+        .bind(share.max_joins.map(i64::from))
+        .bind(i64::from(share.approve))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -261,6 +273,29 @@ impl Store {
         .iter()
         .map(ShareRow::from_row)
         .collect()
+    }
+
+    /// Every share, newest first: the admin's view.
+    pub async fn all_shares(&self) -> Result<Vec<ShareRow>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM shares ORDER BY created_at DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(ShareRow::from_row)
+        .collect()
+    }
+
+    /// Moves an active share's deadline. Returns false when it is not active.
+    pub async fn extend_share(&self, lookup: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE shares SET expires_at = $1 WHERE lookup = $2 AND state = 'active'")
+                .bind(expires_at)
+                .bind(lookup)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Ends an active share. Returns false if it was not active (already ended).
