@@ -113,6 +113,18 @@ pub struct ShareArgs {
     pub all_ports: bool,
     #[arg(long, requires = "all_ports")]
     pub host: Option<String>,
+    /// The code stops working after N distinct joiners (each `connect join` run is one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_joins: Option<u32>,
+    /// Each joiner waits until you approve it (--approve-join, or the dashboard).
+    #[arg(long)]
+    pub approve: bool,
+    /// Let a waiting joiner of an --approve share in (JOINER: its name as shown).
+    #[arg(long, num_args = 2, value_names = ["CODE", "JOINER"], conflicts_with_all = ["list", "info", "revoke", "deny_join"])]
+    pub approve_join: Option<Vec<String>>,
+    /// Refuse a waiting joiner of an --approve share.
+    #[arg(long, num_args = 2, value_names = ["CODE", "JOINER"], conflicts_with_all = ["list", "info", "revoke"])]
+    pub deny_join: Option<Vec<String>>,
     #[arg(long, conflicts_with_all = ["info", "revoke"])]
     pub list: bool,
     #[arg(long, value_name = "CODE", conflicts_with = "revoke")]

@@ -50,6 +50,71 @@ pub struct LocalShare {
     /// How the share ended, once it has: it stays listed, with its code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ended>,
+    /// Who may join, as this machine decides it (`--max-joins`, `--approve`).
+    #[serde(default)]
+    pub joiners: JoinerRules,
+}
+
+/// `share --max-joins` and `--approve`, and what this machine decided under them. A joiner
+/// is its WireGuard key (base64): every `connect join` run is a fresh one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinerRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_joins: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approve: bool,
+    /// Joiners let in so far (counted against `max_joins`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admitted: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<String>,
+}
+
+/// What the rules say of a joiner the share code vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// `--approve`, and the sharer has not decided yet.
+    Wait,
+    Denied,
+    /// `--max-joins` joiners are in already.
+    Full,
+}
+
+impl JoinerRules {
+    /// The verdict on `key`; an admitted joiner is counted.
+    pub fn admit(&mut self, key: &str) -> Verdict {
+        if self.denied.iter().any(|k| k == key) {
+            return Verdict::Denied;
+        }
+        if self.approve && !self.approved.iter().any(|k| k == key) {
+            return Verdict::Wait;
+        }
+        if self.admitted.iter().any(|k| k == key) {
+            return Verdict::Admit;
+        }
+        if self
+            .max_joins
+            .is_some_and(|max| self.admitted.len() >= usize::try_from(max).unwrap_or(usize::MAX))
+        {
+            return Verdict::Full;
+        }
+        self.admitted.push(key.to_owned());
+        Verdict::Admit
+    }
+
+    pub fn decide(&mut self, key: &str, approved: bool) {
+        let list = if approved {
+            &mut self.approved
+        } else {
+            &mut self.denied
+        };
+        if !list.iter().any(|k| k == key) {
+            list.push(key.to_owned());
+        }
+    }
 }
 
 impl LocalShare {
@@ -291,5 +356,37 @@ mod tests {
             paths.keys().map(|k| k.public.to_bytes()).ok(),
             Some(PublicKey::from(&secret).to_bytes())
         );
+    }
+}
+
+#[cfg(test)]
+mod joiner_rules {
+    use super::{JoinerRules, Verdict};
+
+    #[test]
+    fn max_joins_counts_distinct_joiners_and_approval_comes_first() {
+        let mut rules = JoinerRules {
+            max_joins: Some(2),
+            ..JoinerRules::default()
+        };
+        assert_eq!(rules.admit("a"), Verdict::Admit);
+        assert_eq!(rules.admit("a"), Verdict::Admit, "the same joiner again");
+        assert_eq!(rules.admit("b"), Verdict::Admit);
+        assert_eq!(rules.admit("c"), Verdict::Full);
+        assert_eq!(rules.admitted, ["a", "b"]);
+
+        let mut rules = JoinerRules {
+            max_joins: Some(1),
+            approve: true,
+            ..JoinerRules::default()
+        };
+        assert_eq!(rules.admit("a"), Verdict::Wait);
+        assert!(rules.admitted.is_empty(), "waiting is not joining");
+        rules.decide("a", true);
+        rules.decide("b", false);
+        assert_eq!(rules.admit("b"), Verdict::Denied);
+        assert_eq!(rules.admit("a"), Verdict::Admit);
+        rules.decide("c", true);
+        assert_eq!(rules.admit("c"), Verdict::Full);
     }
 }

@@ -33,6 +33,9 @@ pub enum Fail {
     /// `share --public-name`: a live share holds the name (the hub's words).
     #[error("{0}")]
     NameTaken(String),
+    /// `share --approve`: the sharer refused this join.
+    #[error("The sharer denied this join")]
+    JoinDenied,
     /// `share --revoke` ended the share here, but telling the hub failed (its words).
     #[error("{0}")]
     EndedHereOnly(String),
@@ -63,6 +66,9 @@ impl Fail {
             Fail::EndedHereOnly(_) => Some(
                 "The share is ended on this machine and its joiners are cut off; the running agent tells the hub when it can reach it.",
             ),
+            Fail::JoinDenied => {
+                Some("Ask your teammate to approve you: connect share --approve-join CODE NAME")
+            }
             Fail::Hub(_) | Fail::Usage(_) | Fail::Io { .. } | Fail::ForgedSharer => None,
         }
     }

@@ -190,6 +190,19 @@ impl Hub {
             .await
     }
 
+    /// Tells the hub this machine refused a joiner of its share, so the joiner hears it.
+    pub async fn decide(
+        &self,
+        lookup: &str,
+        decision: &connect_api::Decision,
+    ) -> anyhow::Result<()> {
+        let path = routes::DECISIONS.replace("{lookup}", lookup);
+        self.exchange(self.request(reqwest::Method::POST, &path).json(decision))
+            .await
+            .map_err(Refusal::into_fail)?;
+        Ok(())
+    }
+
     /// Tells the hub what this agent sees of its joiners, for the dashboard.
     pub async fn report_peers(&self, report: &connect_api::PeerReport) -> anyhow::Result<()> {
         self.exchange(

@@ -1,7 +1,7 @@
 //! The hub's web dashboard in a real browser (Debian's headless Chromium through
 //! chromedriver): an agent's login link to its share's page with the join, the live peer
-//! and the access log; Revoke cutting the joiner off; the admin creating and revoking an
-//! enrollment key. And what must fail: a login link used twice, a form without its CSRF
+//! and the access log; Revoke cutting the joiner off; a waiting joiner approved from the
+//! page; the admin creating and revoking an enrollment key. And what must fail: a login link used twice, a form without its CSRF
 //! token, another agent's share. Every page is saved as a screenshot in
 //! `target/tmp/dashboard/`. The hub, agents and services run on loopback; no root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -214,6 +214,27 @@ async fn the_dashboard_shows_a_share_revokes_it_and_manages_keys_in_a_real_brows
     browser.screenshot("share-revoked").await;
     assert_eq!(state_of(&alice, &code), "revoked");
     assert_eq!(state_of(&bob, bobs["code"].as_str().unwrap()), "active");
+
+    // A share made with --approve: its waiting joiner is on the page, and Approve lets it in.
+    let gated = alice.share(&["--approve", "--disable-http", "--name", "gated"]);
+    let gated_code = gated["code"].as_str().unwrap().to_owned();
+    let mut waiting = Proc::start(
+        &world.dir,
+        "bob-waits",
+        &mut bob.command(&["--json", "join", &gated_code, "--no-tun"]),
+        true,
+    );
+    browser
+        .goto(&format!(
+            "{}/shares/{}",
+            world.hub_url,
+            lookup_of(&alice, &gated_code)
+        ))
+        .await;
+    browser.wait_for_text("Waiting for approval", true).await;
+    browser.screenshot("share-pending").await;
+    browser.click("button[value=approve]").await;
+    waiting.json_line(Duration::from_secs(20));
 
     // Sign out ends the session.
     browser.click(".signout button").await;

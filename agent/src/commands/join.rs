@@ -252,7 +252,11 @@ async fn open_tunnel(
         policy: Policy::default(),
     })
     .await?;
-    wait_for_handshake(&net, sharer).await?;
+    if share.approve {
+        wait_for_approval(&net, sharer, joined).await?;
+    } else {
+        wait_for_handshake(&net, sharer).await?;
+    }
     if net
         .stats()
         .await
@@ -378,6 +382,42 @@ async fn wait_for_handshake(net: &Netstack, sharer: PublicKey) -> anyhow::Result
             "Cannot reach the shared machine: no answer through the hub relay. Is the sharing agent running (connect up)?".into(),
         )
         .into()),
+    }
+}
+
+/// `share --approve`: the sharer lets this joiner in when it says so, so the handshake is
+/// retried each second for as long as it takes; the sharer's refusal, or the share's end,
+/// heard on the hub's stream, stops the wait.
+async fn wait_for_approval(
+    net: &Netstack,
+    sharer: PublicKey,
+    joined: &Joined,
+) -> anyhow::Result<()> {
+    eprintln!("==> connect: Waiting for the sharer to approve this join...");
+    let lookup = joined.code.lookup();
+    let mut events: Option<Events> = match joined.hub.stream().await {
+        Ok(stream) => Some(Box::pin(stream)),
+        Err(err) => {
+            tracing::warn!("{err:#}; waiting for the handshake alone");
+            None
+        }
+    };
+    let handshake = net.handshake(sharer, Duration::from_secs(1));
+    tokio::pin!(handshake);
+    loop {
+        tokio::select! {
+            done = &mut handshake => return Ok(done?),
+            event = next_event(&mut events) => match event {
+                Some(StreamEvent::JoinDenied { lookup: denied }) if denied == lookup => {
+                    return Err(Fail::JoinDenied.into());
+                }
+                Some(StreamEvent::ShareEnded { lookup: ended, .. }) if ended == lookup => {
+                    return Err(Fail::ShareNotFound.into());
+                }
+                Some(_) => {}
+                None => events = None,
+            },
+        }
     }
 }
 
@@ -534,6 +574,7 @@ mod tests {
             all_ports: None,
             expires_at: time::OffsetDateTime::UNIX_EPOCH,
             ssh_user: ssh_user.map(str::to_owned),
+            approve: false,
         }
     }
 

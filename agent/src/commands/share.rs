@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::cli::ShareArgs;
 use crate::code::{Role, ShareCode};
-use crate::config::{LocalShare, LocalSsh};
+use crate::config::{JoinerRules, LocalShare, LocalSsh};
 use crate::context::Context;
 use crate::error::Fail;
 use crate::output;
@@ -58,6 +58,11 @@ fn code_of(text: &str) -> Result<ShareCode, Fail> {
 }
 
 pub async fn run(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
+    for (pair, approved) in [(&args.approve_join, true), (&args.deny_join, false)] {
+        if let Some([code, joiner]) = pair.as_deref() {
+            return decide(ctx, &code_of(code)?, joiner, approved).await;
+        }
+    }
     if let Some(text) = &args.revoke {
         return revoke(ctx, &code_of(text)?).await;
     }
@@ -99,6 +104,47 @@ async fn revoke(ctx: &Context, code: &ShareCode) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--approve-join CODE JOINER` / `--deny-join`: the running agent holds the waiting
+/// joiners, so it is asked; it saves the decision and lets the joiner in (or tells the hub
+/// it is refused).
+async fn decide(
+    ctx: &Context,
+    code: &ShareCode,
+    joiner: &str,
+    approved: bool,
+) -> anyhow::Result<ExitCode> {
+    if joiner.trim().is_empty() || joiner.contains(['\n', '\r']) {
+        return Err(Fail::Usage("JOINER is a joiner's name as shown, on one line".into()).into());
+    }
+    let word = if approved { "approve" } else { "deny" };
+    let request = format!("decide {} {word} {joiner}", code.lookup());
+    let answer = crate::runtime::control::ask(&ctx.paths.socket(), &request).await?;
+    let decided: Vec<String> = answer["decided"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if decided.is_empty() {
+        return Err(Fail::Usage(format!(
+            "No joiner {joiner:?} is waiting on share {code}; waiting joiners are shown by the agent and on the dashboard"
+        ))
+        .into());
+    }
+    let done = if approved { "approved" } else { "denied" };
+    if ctx.json {
+        output::json(&json!({ "code": code.to_string(), "joiners": decided, "decision": done }));
+    } else {
+        for name in decided {
+            println!("[ok] {name} {done}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What a new share will serve, decided on this machine before the hub hears of it.
 struct Plan {
     expires: std::time::Duration,
@@ -109,6 +155,8 @@ struct Plan {
     https: bool,
     /// `--public-name`, lowercased and checked.
     public_name: Option<String>,
+    max_joins: Option<u32>,
+    approve: bool,
     /// Why the public URL goes to `http_port`, or why there is none.
     why: String,
 }
@@ -143,8 +191,8 @@ async fn create(ctx: &Context, args: ShareArgs) -> anyhow::Result<ExitCode> {
         key_mac: code.mac(Role::Sharer, key.public.as_bytes()),
         http_auth: args.http_auth.clone(),
         ssh: ssh.as_ref().map(|s| s.offer.clone()),
-        max_joins: None,
-        approve: false,
+        max_joins: args.max_joins,
+        approve: args.approve,
     };
     // The key goes in before the share exists, so a joiner never finds it missing, and
     // comes out again if the hub refuses the share.
@@ -241,6 +289,8 @@ fn plan(
         http_port,
         https: args.https_port.is_some(),
         public_name,
+        max_joins: args.max_joins,
+        approve: args.approve,
         why,
     })
 }
@@ -291,6 +341,11 @@ fn remember(
         expires_at,
         ssh: ssh.map(|s| s.local.clone()),
         ended: None,
+        joiners: JoinerRules {
+            max_joins: plan.max_joins,
+            approve: plan.approve,
+            ..JoinerRules::default()
+        },
     });
     ctx.paths.save_local_shares(&local)
 }
@@ -316,6 +371,21 @@ fn print_created(
     println!("Machine IP: {}", share.machine_ip);
     println!("Your teammate can join with:");
     println!("  connect join {code}");
+    match (plan.max_joins, plan.approve) {
+        (None, false) => {}
+        (max, approve) => println!(
+            "Who may join: {}{}",
+            max.map_or_else(
+                || "anyone with the code".to_owned(),
+                |n| format!("{n} joiner{}", if n == 1 { "" } else { "s" })
+            ),
+            if approve {
+                ", each approved by you (the agent asks)"
+            } else {
+                ""
+            }
+        ),
+    }
     print_routes(&plan.routes, plan.all_ports.as_deref());
     if let Some(ssh) = ssh {
         println!(

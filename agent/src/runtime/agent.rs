@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use connect_api::{HubPeer, JoinedPeer, PeerReport, ReportedPeer, ShareState, StreamEvent};
+use connect_api::{
+    Decision, HubPeer, JoinedPeer, PeerReport, PendingJoiner, ReportedPeer, ShareState, StreamEvent,
+};
 use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{
     Ipv4Net, PeerConfig, Policy, Protocol, PublicKey, RelayTransport, Route, Target, relay,
@@ -18,7 +20,7 @@ use serde_json::json;
 use super::policy::policy_of;
 use super::shares::ShareBook;
 use crate::code::{Role, ShareCode};
-use crate::config::LocalShare;
+use crate::config::{LocalShare, Verdict};
 use crate::error::Fail;
 use crate::hub::Hub;
 use crate::output;
@@ -48,6 +50,10 @@ pub(super) struct Agent<'a> {
     hub: PeerSet,
     /// The last peer report to the hub had something in it.
     reported: bool,
+    /// Joiners of `--approve` shares waiting for the sharer's word.
+    pending: HashMap<PublicKey, JoinedPeer>,
+    /// The hub's API, to pass refusals on to the joiners.
+    hub_api: Hub,
 }
 
 impl<'a> Agent<'a> {
@@ -55,6 +61,7 @@ impl<'a> Agent<'a> {
         net: &'a Netstack,
         shares: ShareBook,
         hub_peer: Option<HubPeer>,
+        hub_api: Hub,
         chatty: bool,
     ) -> Self {
         Self {
@@ -67,6 +74,8 @@ impl<'a> Agent<'a> {
             hub_peer,
             hub: PeerSet::new(),
             reported: false,
+            pending: HashMap::new(),
+            hub_api,
         }
     }
 
@@ -78,14 +87,15 @@ impl<'a> Agent<'a> {
         match event {
             StreamEvent::Snapshot { peers } => {
                 let mut who = HashMap::new();
-                let wanted: Vec<PeerConfig> = peers
-                    .into_iter()
-                    .filter_map(|peer| {
-                        let config = self.vouched(&peer)?;
+                let mut wanted: Vec<PeerConfig> = Vec::new();
+                for peer in peers {
+                    if let Some(config) = self.vouched(&peer)
+                        && self.admitted(&peer)
+                    {
                         who.insert(config.public_key, peer);
-                        Some(config)
-                    })
-                    .collect();
+                        wanted.push(config);
+                    }
+                }
                 let _ = self.net.set_addresses(self.shares.live_addresses()).await;
                 let Ok(changes) = self.joiners.set(self.net, wanted).await else {
                     return;
@@ -100,20 +110,8 @@ impl<'a> Agent<'a> {
                 }
             }
             StreamEvent::PeerJoined { peer } => {
-                let key = PublicKey::from(peer.public_key.0);
-                self.remove(key).await;
-                let Some(config) = self.vouched(&peer) else {
-                    return;
-                };
-                let _ = self.net.set_addresses(self.shares.live_addresses()).await;
-                let candidates = peer.candidates.clone();
-                match self.joiners.put(self.net, config).await {
-                    Ok(()) => self.welcome(key, peer).await,
-                    Err(err) => return tracing::warn!(%err, "cannot add joiner"),
-                }
-                if !candidates.is_empty() {
-                    let _ = self.net.set_candidates(key, candidates).await;
-                }
+                self.remove(PublicKey::from(peer.public_key.0)).await;
+                self.add_joiner(peer).await;
             }
             StreamEvent::ShareCreated { .. } => self.reload_shares().await,
             StreamEvent::ShareExtended { lookup, expires_at } => {
@@ -131,7 +129,15 @@ impl<'a> Agent<'a> {
                     }
                 }
             }
-            StreamEvent::JoinDecided { .. } => {}
+            StreamEvent::JoinDecided {
+                lookup,
+                public_key,
+                approved,
+            } => {
+                self.decide(&lookup, &public_key, approved).await;
+            }
+            // Sent to joiners, not to sharers.
+            StreamEvent::JoinDenied { .. } => {}
             StreamEvent::ShareEnded { lookup, state } => {
                 if let Some(ended) = self.shares.end(&lookup, state, true) {
                     crate::ssh::uninstall(&ended);
@@ -194,6 +200,9 @@ impl<'a> Agent<'a> {
         for key in gone {
             self.remove(key).await;
         }
+        let shares = &self.shares;
+        self.pending
+            .retain(|_, p| shares.find_live(&p.lookup).is_some());
         let _ = self.net.set_addresses(self.shares.live_addresses()).await;
         self.sync_hub().await;
     }
@@ -226,6 +235,117 @@ impl<'a> Agent<'a> {
         if let Err(err) = self.hub.set(self.net, wanted).await {
             tracing::warn!(%err, "cannot configure the hub's peer for public URLs");
         }
+    }
+
+    /// A joiner the share code vouches for and the share's rules let in, as a peer.
+    async fn add_joiner(&mut self, peer: JoinedPeer) {
+        let key = PublicKey::from(peer.public_key.0);
+        let Some(config) = self.vouched(&peer) else {
+            return;
+        };
+        if !self.admitted(&peer) {
+            return;
+        }
+        let _ = self.net.set_addresses(self.shares.live_addresses()).await;
+        let candidates = peer.candidates.clone();
+        match self.joiners.put(self.net, config).await {
+            Ok(()) => self.welcome(key, peer).await,
+            Err(err) => return tracing::warn!(%err, "cannot add joiner"),
+        }
+        if !candidates.is_empty() {
+            let _ = self.net.set_candidates(key, candidates).await;
+        }
+    }
+
+    /// Whether the share's rules (`--max-joins`, `--approve`, kept on this machine) let a
+    /// vouched-for joiner in; one waiting for approval is kept aside until the sharer says.
+    fn admitted(&mut self, peer: &JoinedPeer) -> bool {
+        let key = peer.public_key.to_base64();
+        let verdict = self.shares.judge(&peer.lookup, &key);
+        let share = self.shares.find_live(&peer.lookup);
+        let name = share.map_or("a share", |s| s.name.as_str());
+        match verdict {
+            Some(Verdict::Admit) => return true,
+            Some(Verdict::Wait) => {
+                let code = share.map(|s| s.code.clone()).unwrap_or_default();
+                let first = !self
+                    .pending
+                    .values()
+                    .any(|p| p.public_key == peer.public_key);
+                if first && self.chatty {
+                    println!(
+                        "==> connect: {} asks to join {name}. Approve it here or from the dashboard:",
+                        peer.agent
+                    );
+                    println!(
+                        "      connect share --approve-join {code} '{}'   (or --deny-join)",
+                        peer.agent
+                    );
+                }
+                tracing::info!(agent = %peer.agent, "a joiner waits for approval");
+                self.pending
+                    .insert(PublicKey::from(peer.public_key.0), peer.clone());
+            }
+            Some(Verdict::Denied) => {
+                tracing::info!(agent = %peer.agent, "a denied joiner came back; refused");
+            }
+            Some(Verdict::Full) => {
+                tracing::warn!(agent = %peer.agent, "share full (--max-joins); refused");
+                eprintln!(
+                    "[!] Refused {}: {name} already has the joiners --max-joins allows.",
+                    peer.agent
+                );
+            }
+            None => {}
+        }
+        false
+    }
+
+    /// The sharer's word on waiting joiners of a share: `joiner` is an agent name as shown,
+    /// a joiner's key, or at least 8 characters of one. Returns the names decided.
+    pub(super) async fn decide(
+        &mut self,
+        lookup: &str,
+        joiner: &str,
+        approved: bool,
+    ) -> Vec<String> {
+        let matching: Vec<PublicKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                let key = p.public_key.to_base64();
+                p.lookup == lookup
+                    && (p.agent == joiner
+                        || key == joiner
+                        || (joiner.len() >= 8 && key.starts_with(joiner)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut decided = Vec::new();
+        for key in matching {
+            let Some(peer) = self.pending.remove(&key) else {
+                continue;
+            };
+            let wire_key = peer.public_key.to_base64();
+            self.shares.decide(lookup, &wire_key, approved);
+            decided.push(peer.agent.clone());
+            if approved {
+                self.add_joiner(peer).await;
+            } else {
+                let (hub, lookup) = (self.hub_api.clone(), lookup.to_owned());
+                let decision = Decision {
+                    public_key: wire_key,
+                    approved: false,
+                };
+                // The joiner hears of it through the hub; the refusal stands either way.
+                tokio::spawn(async move {
+                    if let Err(err) = hub.decide(&lookup, &decision).await {
+                        tracing::debug!("{err:#}; the denied joiner is not told");
+                    }
+                });
+            }
+        }
+        decided
     }
 
     async fn remove(&mut self, key: PublicKey) {
@@ -312,10 +432,16 @@ impl<'a> Agent<'a> {
                 })
             })
             .collect();
-        let report = PeerReport {
-            peers,
-            pending: Vec::new(),
-        };
+        let pending = self
+            .pending
+            .values()
+            .map(|p| PendingJoiner {
+                lookup: p.lookup.clone(),
+                agent: p.agent.clone(),
+                public_key: p.public_key.to_base64(),
+            })
+            .collect();
+        let report = PeerReport { peers, pending };
         let empty = report.peers.is_empty() && report.pending.is_empty();
         if empty && !self.reported {
             return None;

@@ -20,6 +20,12 @@ pub enum Request {
     /// `connect share` wrote a new share to the shares file.
     Reload,
     Down,
+    /// `share --approve-join` / `--deny-join`: the sharer's word on a waiting joiner.
+    Decide {
+        lookup: String,
+        approved: bool,
+        joiner: String,
+    },
     Unknown(String),
 }
 
@@ -29,7 +35,16 @@ impl Request {
             "status" => Self::Status,
             "reload" => Self::Reload,
             "down" => Self::Down,
-            other => Self::Unknown(other.to_owned()),
+            other => match other.splitn(4, ' ').collect::<Vec<_>>()[..] {
+                ["decide", lookup, word @ ("approve" | "deny"), joiner] if !joiner.is_empty() => {
+                    Self::Decide {
+                        lookup: lookup.to_owned(),
+                        approved: word == "approve",
+                        joiner: joiner.to_owned(),
+                    }
+                }
+                _ => Self::Unknown(other.to_owned()),
+            },
         }
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         );
         println!("==> connect: Press Ctrl-C to stop.");
     }
-    let mut agent = Agent::new(&net, book, me.hub_peer, !ctx.json);
+    let mut agent = Agent::new(&net, book, me.hub_peer, started.hub.clone(), !ctx.json);
     // Shares whose deadline passed while the agent was stopped end now.
     agent.expire_due().await;
     sync_ssh_keys(agent.shares(), true);
@@ -166,6 +166,11 @@ async fn answer(agent: &mut Agent<'_>, started: &Started, request: Request) -> s
             json!({"reloaded": true})
         }
         Request::Down => json!({"up": false}),
+        Request::Decide {
+            lookup,
+            approved,
+            joiner,
+        } => json!({"decided": agent.decide(&lookup, &joiner, approved).await}),
         Request::Unknown(other) => json!({"error": format!("unknown request {other:?}")}),
     }
 }

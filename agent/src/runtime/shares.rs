@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use connect_api::ShareState;
 
-use crate::config::{Ended, LocalShare, Paths};
+use crate::config::{Ended, LocalShare, Paths, Verdict};
 
 pub(crate) struct ShareBook {
     paths: Paths,
@@ -112,6 +112,32 @@ impl ShareBook {
         share.expires_at = expires_at;
         self.save();
         true
+    }
+
+    /// The share's rules on a joiner the code vouches for (`None`: no live share); what
+    /// they decide is saved before the joiner is let in.
+    pub(crate) fn judge(&mut self, lookup: &str, key: &str) -> Option<Verdict> {
+        self.reload();
+        let now = OffsetDateTime::now_utc();
+        let share = self
+            .shares
+            .iter_mut()
+            .find(|s| s.lookup == lookup && s.is_live(now))?;
+        let before = share.joiners.clone();
+        let verdict = share.joiners.admit(key);
+        if share.joiners != before {
+            self.save();
+        }
+        Some(verdict)
+    }
+
+    /// Records the sharer's word on a waiting joiner.
+    pub(crate) fn decide(&mut self, lookup: &str, key: &str, approved: bool) {
+        self.reload();
+        if let Some(share) = self.shares.iter_mut().find(|s| s.lookup == lookup) {
+            share.joiners.decide(key, approved);
+            self.save();
+        }
     }
 
     /// The hub now knows the share ended.

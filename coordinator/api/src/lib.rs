@@ -108,6 +108,15 @@ pub mod routes {
     pub const DECISIONS: &str = "/v1/shares/{lookup}/decisions";
 }
 
+/// `POST /v1/shares/{lookup}/decisions`: the sharing agent refused a joiner, which the
+/// hub tells that joiner (an approval needs no word: the handshake completes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Decision {
+    /// The joiner's WireGuard key, base64.
+    pub public_key: String,
+    pub approved: bool,
+}
+
 /// `POST /v1/dashboard/link`: a one-time login link, valid for minutes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DashboardLink {
@@ -491,6 +500,9 @@ pub struct JoinResponse {
     /// The account `join --ssh` logs in as, when the share offers SSH.
     #[serde(default)]
     pub ssh_user: Option<String>,
+    /// `share --approve`: the sharer approves each joiner; the handshake waits until then.
+    #[serde(default)]
+    pub approve: bool,
 }
 
 /// A joiner as the sharer must configure it.
@@ -527,6 +539,8 @@ pub enum StreamEvent {
         #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
+    /// The sharer refused this agent's join (`--deny-join`, the dashboard): stop waiting.
+    JoinDenied { lookup: String },
     /// The share's owner approved or denied a waiting joiner from the dashboard.
     JoinDecided {
         lookup: String,

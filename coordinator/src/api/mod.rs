@@ -44,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route(routes::RELAY, get(relay::open))
         .route(routes::DASHBOARD_LINK, post(dashboard::link))
         .route(routes::PEERS, put(dashboard::report))
+        .route(routes::DECISIONS, post(dashboard::decision))
         .fallback(|| async { ApiError::NotFound("no such route") })
 }
 

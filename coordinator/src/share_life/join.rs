@@ -33,6 +33,16 @@ pub async fn join(
             return Err(ApiError::ShareNotFound);
         }
     };
+    if let Some(max) = share.max_joins {
+        // The sharing agent enforces the limit; refusing here too tells the joiner why.
+        let joins = state.store.joins_of(&share.lookup).await?;
+        let seen = joins.iter().any(|j| j.agent_id == agent.id);
+        if !seen && joins.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
+            return Err(ApiError::Gone(
+                "this share code has been used by as many joiners as its sharer allowed (--max-joins)",
+            ));
+        }
+    }
     let sharer = state
         .store
         .agent(&share.agent_id)
@@ -85,6 +95,7 @@ pub async fn join(
         all_ports: share.all_ports,
         ssh_user: share.ssh_user,
         expires_at: crate::clock::time_of(share.expires_at),
+        approve: share.approve,
     })
 }
 
