@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole story on one machine, no root needed: builds, starts a hub with embedded
 # SQLite, shares a real local HTTP service, joins it from a second identity in user space,
-# shows traffic flowing, join tracking and the public URL, then cleans up.
+# shows traffic flowing, join tracking, the public URL and a dashboard link, then cleans up.
 # Everything listens on 127.0.0.1; nothing is added to the machine's network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,6 +98,9 @@ request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": h
 print(urllib.request.urlopen(request, timeout=10).read().decode().strip())
 PY
 echo "(with real DNS, *.DOMAIN points at the hub and the URL works in any browser)"
+
+say "Dashboard: a one-time login link to Alice's shares, joins and access log"
+"$bin/connect" "${alice[@]}" dashboard --no-open
 
 say "Revoke: Bob is cut off"
 "$bin/connect" "${alice[@]}" share --revoke "$code"

@@ -135,7 +135,16 @@ async fn the_dashboard_shows_a_share_revokes_it_and_manages_keys_in_a_real_brows
     browser.wait_for_text("Live peers", false).await;
     let joins = browser.text("table.joins").await;
     assert!(joins.contains("bob"), "join missing: {joins}");
-    browser.wait_for_text("direct", true).await;
+    // The live peers refresh in place (the page's script), without a reload.
+    browser.wait_for_text("direct", false).await;
+    let localised = browser
+        .eval("const t = document.querySelector('time'); return t.textContent !== t.getAttribute('datetime');")
+        .await;
+    assert_eq!(
+        localised,
+        Value::Bool(true),
+        "times not shown in the visitor's zone"
+    );
     let log = browser.text("table.log").await;
     for path in ["/hello", "/about", "/missing"] {
         assert!(

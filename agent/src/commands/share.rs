@@ -546,6 +546,21 @@ async fn list(ctx: &Context) -> anyhow::Result<ExitCode> {
             output::short(share.expires_at - now)
         );
     }
+    // Ended shares made here, with their codes: which of them was revoked or expired.
+    let past: Vec<&Share> = shares
+        .iter()
+        .filter(|s| s.state != ShareState::Active && mine(s).is_some())
+        .collect();
+    if !past.is_empty() {
+        println!("Past shares");
+    }
+    for share in past {
+        let code = code_for(share).unwrap_or_default();
+        println!(
+            "{code} ({}) {} | Joined: {}",
+            share.name, share.state, share.joined
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::admin::Csrf;
 use super::pages::Problem;
-use super::session::{Posted, SESSION_TTL_MS, Viewer, cookie};
+use super::session::{Action, CsrfForm, Posted, SESSION_TTL_MS, cookie};
 use crate::secrets::hash_secret;
 use crate::share_life;
 use crate::share_views;
@@ -65,12 +65,8 @@ fn secure(state: &AppState) -> bool {
 /// `POST /logout`.
 pub async fn logout(
     State(state): State<AppState>,
-    viewer: Viewer,
-    Posted(form): Posted<Csrf>,
+    Action { viewer, .. }: Action<Csrf>,
 ) -> Result<Response, Problem> {
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     state.store.delete_session(&viewer.session).await?;
     Ok((
         [(SET_COOKIE, cookie(None, secure(&state)))],
@@ -86,13 +82,9 @@ fn back_to(id: &str, done: &str) -> Response {
 /// `POST /shares/{id}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Posted(form): Posted<Csrf>,
+    Action { viewer, .. }: Action<Csrf>,
 ) -> Result<Response, Problem> {
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     share_life::revoke(&state, viewer.scope(), &id).await?;
     Ok(back_to(&id, "revoked"))
 }
@@ -105,16 +97,18 @@ pub struct ExtendForm {
     by: String,
 }
 
+impl CsrfForm for ExtendForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /shares/{id}/extend`: by a `DUR` (1h, 24h, 7d).
 pub async fn extend(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Posted(form): Posted<ExtendForm>,
+    Action { viewer, form }: Action<ExtendForm>,
 ) -> Result<Response, Problem> {
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     let by = connect_api::parse_duration(&form.by)
         .ok_or_else(|| Problem::Conflict("Extend by 1h, 24h or 7d.".into()))?;
     let by_ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
@@ -132,17 +126,19 @@ pub struct DecideForm {
     decision: String,
 }
 
+impl CsrfForm for DecideForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /shares/{id}/decide`: approve or deny a waiting joiner. The sharing agent
 /// decides; this passes the owner's word on to it.
 pub async fn decide(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Posted(form): Posted<DecideForm>,
+    Action { viewer, form }: Action<DecideForm>,
 ) -> Result<Response, Problem> {
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     let approved = match form.decision.as_str() {
         "approve" => true,
         "deny" => false,

@@ -10,7 +10,7 @@ use connect_api::ShareState;
 use serde::Deserialize;
 
 use super::pages::{Problem, nav, render};
-use super::session::{Posted, Viewer};
+use super::session::{Action, CsrfForm, Viewer};
 use super::views::{Nav, bytes, rfc3339, uptime};
 use crate::clock::time_of;
 use crate::share_views;
@@ -167,16 +167,18 @@ pub struct NewKey {
     expires: String,
 }
 
+impl CsrfForm for NewKey {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /admin/keys`: the new key is shown once, on the page this answers with.
 pub async fn create_key(
     State(state): State<AppState>,
-    viewer: Viewer,
-    Posted(form): Posted<NewKey>,
+    Action { viewer, form }: Action<NewKey>,
 ) -> Result<Response, Problem> {
     admin_only(&viewer)?;
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     let expires = Some(form.expires.as_str()).filter(|e| !e.is_empty());
     let key = crate::keys::create(
         &state.store,
@@ -195,17 +197,19 @@ pub struct Csrf {
     pub csrf: String,
 }
 
+impl CsrfForm for Csrf {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /admin/keys/{id}/revoke`.
 pub async fn revoke_key(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    Posted(form): Posted<Csrf>,
+    Action { viewer, .. }: Action<Csrf>,
 ) -> Result<Response, Problem> {
     admin_only(&viewer)?;
-    if !viewer.csrf_ok(&form.csrf) {
-        return Err(Problem::Csrf);
-    }
     if !state.store.revoke_key(&id).await? {
         return Err(Problem::NotFound);
     }

@@ -103,6 +103,39 @@ impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState>
     }
 }
 
+/// A form that carries the session's CSRF token.
+pub trait CsrfForm {
+    fn csrf(&self) -> &str;
+}
+
+/// A signed-in visitor's form whose CSRF token is the session's: every dashboard action.
+/// A form without it, with another, or that does not parse is refused before the handler
+/// runs.
+pub struct Action<T> {
+    pub viewer: Viewer,
+    pub form: T,
+}
+
+impl<T: serde::de::DeserializeOwned + CsrfForm + Send> axum::extract::FromRequest<AppState>
+    for Action<T>
+{
+    type Rejection = Problem;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Problem> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let request = axum::extract::Request::from_parts(parts, body);
+        let Posted(form) = Posted::<T>::from_request(request, state).await?;
+        if !viewer.csrf_ok(form.csrf()) {
+            return Err(Problem::Csrf);
+        }
+        Ok(Action { viewer, form })
+    }
+}
+
 /// The session cookie for `token`; `None` clears it.
 pub fn cookie(token: Option<&str>, secure: bool) -> String {
     let mut cookie = Cookie::build((COOKIE_NAME, token.unwrap_or_default().to_owned()))
