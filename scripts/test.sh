@@ -4,6 +4,9 @@
 # fresh machine with only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The suite builds everything once: incremental compilation would only add work (and
+# gigabytes of target/debug/incremental) to a build that starts from nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # Debian packages the suite uses: real services and real clients for the end-to-end
 # tests, and PostgreSQL for the hub's store tests.
@@ -48,9 +51,12 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 # The end-to-end tests run the real `connect` and `connect-coordinator` binaries, which
-# cargo only builds for tests of their own package: build them explicitly.
+# cargo only builds for tests of their own package: build them explicitly, in the same
+# invocation as the tests. Built alone, the binaries would get their dependencies without
+# the dev-dependencies' features, and the test build would then compile those dependencies
+# a second time.
 echo "==> cargo build"
-cargo build --workspace --locked --bins
+cargo build --workspace --locked --bins --tests
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

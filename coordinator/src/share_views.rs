@@ -78,21 +78,43 @@ pub async fn owned(state: &AppState, scope: Scope<'_>, lookup: &str) -> Result<S
     }
 }
 
+/// A share the caller may see, as people see it, with its joins.
+pub struct Details {
+    pub row: ShareRow,
+    pub share: Share,
+    pub joins: Vec<JoinRecord>,
+}
+
+/// # Errors
+/// As [`owned`], or a failing database.
+pub async fn details(
+    state: &AppState,
+    scope: Scope<'_>,
+    lookup: &str,
+) -> Result<Details, ApiError> {
+    let row = owned(state, scope, lookup).await?;
+    let joins = state.store.joins_of(lookup).await?;
+    Ok(Details {
+        share: to_share(state, &row, joins.len()),
+        joins: joins.iter().map(join_record).collect(),
+        row,
+    })
+}
+
 /// A share with its joins and the newest entries of its access log (`share --info`).
 ///
 /// # Errors
 /// As [`owned`], or a failing database.
 pub async fn info(state: &AppState, scope: Scope<'_>, lookup: &str) -> Result<ShareInfo, ApiError> {
-    let row = owned(state, scope, lookup).await?;
-    let joins = state.store.joins_of(lookup).await?;
+    let details = details(state, scope, lookup).await?;
     Ok(ShareInfo {
-        share: to_share(state, &row, joins.len()),
-        joins: joins.iter().map(join_record).collect(),
+        share: details.share,
+        joins: details.joins,
         http_log: state.store.http_log(lookup).await?,
     })
 }
 
-pub fn join_record(join: &JoinRow) -> JoinRecord {
+fn join_record(join: &JoinRow) -> JoinRecord {
     JoinRecord {
         agent: join.agent_name.clone(),
         at: time_of(join.at),

@@ -192,8 +192,9 @@ pub async fn home(
 pub struct LogQuery {
     #[serde(default)]
     status: Option<String>,
+    /// Text, so a page that is not a number shows the first rather than an error.
     #[serde(default)]
-    page: Option<i64>,
+    page: Option<String>,
     /// What a form just did, said once at the top.
     #[serde(default)]
     done: Option<String>,
@@ -239,13 +240,15 @@ pub async fn share(
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, Problem> {
-    let row = share_views::owned(&state, viewer.scope(), &id).await?;
-    let info = share_views::info(&state, viewer.scope(), &id).await?;
+    let share_views::Details {
+        row,
+        share: shown,
+        joins: join_records,
+    } = share_views::details(&state, viewer.scope(), &id).await?;
     let owners = owner_names(&state, &viewer).await?;
     let report = state.live_peers.of(&row.agent_id, state.now_ms());
     let peers: Vec<_> = report.peers.iter().filter(|p| p.lookup == id).collect();
-    let joins = info
-        .joins
+    let joins = join_records
         .iter()
         .map(|join| JoinLine {
             agent: join.agent.clone(),
@@ -260,7 +263,11 @@ pub async fn share(
         .status
         .filter(|s| STATUS_CHOICES.contains(&s.as_str()))
         .unwrap_or_else(|| "all".to_owned());
-    let page = query.page.unwrap_or(1).clamp(1, 100_000);
+    let page = query
+        .page
+        .and_then(|p| p.parse::<i64>().ok())
+        .unwrap_or(1)
+        .clamp(1, 100_000);
     let mut entries = share_views::log_page(
         &state,
         &row,
@@ -281,16 +288,16 @@ pub async fn share(
         _ => None,
     };
     let share = ShareLine::new(
-        &info.share,
+        &shown,
         owners.get(&row.agent_id).cloned().unwrap_or_default(),
     );
     Ok(render(&SharePage {
         nav: nav(&viewer),
         csrf: viewer.csrf.clone(),
         owners: viewer.is_admin(),
-        machine_ip: info.share.machine_ip.to_string(),
+        machine_ip: shown.machine_ip.to_string(),
         who_may_join: who_may_join(&row),
-        active: info.share.state == ShareState::Active,
+        active: shown.state == ShareState::Active,
         notice,
         pending: report
             .pending
