@@ -85,12 +85,17 @@ impl Browser {
         }
     }
 
-    /// Waits until the page's `body` text contains `wanted`, reloading between looks
-    /// when `reload` (figures the server fills in later).
+    /// Waits until the page's text contains `wanted`, reloading between looks when
+    /// `reload` (figures the server fills in later).
     pub async fn wait_for_text(&self, wanted: &str, reload: bool) {
+        self.wait_for_text_in("body", wanted, reload).await;
+    }
+
+    /// Waits until the text of the first element matching `css` contains `wanted`.
+    pub async fn wait_for_text_in(&self, css: &str, wanted: &str, reload: bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let body = self.text("body").await;
+            let body = self.text(css).await;
             if body.contains(wanted) {
                 return;
             }

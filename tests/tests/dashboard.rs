@@ -136,7 +136,9 @@ async fn the_dashboard_shows_a_share_revokes_it_and_manages_keys_in_a_real_brows
     let joins = browser.text("table.joins").await;
     assert!(joins.contains("bob"), "join missing: {joins}");
     // The live peers refresh in place (the page's script), without a reload.
-    browser.wait_for_text("direct", false).await;
+    browser
+        .wait_for_text_in("table.peers tbody", "bob", false)
+        .await;
     let localised = browser
         .eval("const t = document.querySelector('time'); return t.textContent !== t.getAttribute('datetime');")
         .await;
