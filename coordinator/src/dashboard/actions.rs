@@ -9,7 +9,7 @@ use connect_api::StreamEvent;
 use serde::Deserialize;
 
 use super::admin::Csrf;
-use super::pages::Problem;
+use super::render::Problem;
 use super::session::{Action, CsrfForm, Posted, SESSION_TTL_MS, cookie};
 use crate::secrets::hash_secret;
 use crate::share_life;

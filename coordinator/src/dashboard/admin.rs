@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use connect_api::ShareState;
 use serde::Deserialize;
 
-use super::pages::{Problem, nav, render};
+use super::pages::nav;
+use super::render::{Problem, render};
 use super::session::{Action, CsrfForm, Viewer};
 use super::views::{Nav, bytes, rfc3339, uptime};
 use crate::clock::time_of;

@@ -12,6 +12,7 @@ mod admin;
 mod assets;
 pub mod links;
 mod pages;
+mod render;
 mod session;
 mod views;
 

@@ -1,133 +1,25 @@
-//! The dashboard's pages (GET) and the one error shape they share, [`Problem`]: an HTML
-//! page with the right status, never the API's JSON.
+//! The dashboard's pages (GET).
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use connect_api::ShareState;
 use serde::Deserialize;
 
+use super::render::{Problem, render};
 use super::session::Viewer;
 use super::views::{JoinLine, LogLine, Nav, PeerLine, PendingLine, ShareLine, who_may_join};
-use crate::error::ApiError;
 use crate::share_views;
 use crate::state::AppState;
-use crate::store::{LogPage, StoreError};
+use crate::store::{LogPage, ShareRow};
 
 /// Access-log rows per page.
 const LOG_PAGE_ROWS: i64 = 50;
 /// A joiner whose last handshake is older than this is not connected (WireGuard
 /// rekeys every 2 minutes on a live session).
 const CONNECTED_SECS: u64 = 180;
-
-/// Why a dashboard request failed, as a page.
-#[derive(Debug, thiserror::Error)]
-pub enum Problem {
-    #[error("not signed in")]
-    SignedOut,
-    #[error("not found")]
-    NotFound,
-    #[error("the form's CSRF token is missing or wrong")]
-    Csrf,
-    #[error("the login link was used already or has expired")]
-    LinkUsed,
-    #[error("{0}")]
-    Conflict(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<ApiError> for Problem {
-    fn from(err: ApiError) -> Self {
-        match err {
-            ApiError::ShareNotFound | ApiError::NotFound(_) => Problem::NotFound,
-            ApiError::ShareEnded => Problem::Conflict("This share has already ended.".into()),
-            ApiError::Internal(err) => Problem::Store(err),
-            other @ (ApiError::Unauthorized
-            | ApiError::Forbidden(_)
-            | ApiError::ServiceNotFound
-            | ApiError::NoSsh
-            | ApiError::Invalid(_)
-            | ApiError::Conflict(_)
-            | ApiError::Gone(_)
-            | ApiError::Unavailable(_)
-            | ApiError::TooLarge
-            | ApiError::RateLimited
-            | ApiError::NameTaken(_)) => Problem::Conflict(other.to_string()),
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "message.html")]
-struct MessagePage<'a> {
-    nav: Option<Nav>,
-    title: &'a str,
-    text: &'a str,
-    hint: Option<&'a str>,
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let (status, title, text, hint) = match &self {
-            Problem::SignedOut => (
-                StatusCode::UNAUTHORIZED,
-                "Sign in",
-                "Open a login link to see the dashboard. On the machine that shares, run:",
-                Some("connect dashboard"),
-            ),
-            Problem::NotFound => (
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "There is nothing here, or it is not yours to see.",
-                None,
-            ),
-            Problem::Csrf => (
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "This form did not come from your dashboard session (its CSRF token is missing or wrong). Nothing was changed.",
-                None,
-            ),
-            Problem::LinkUsed => (
-                StatusCode::GONE,
-                "Link expired",
-                "This login link was used already or has expired. Ask for a new one:",
-                Some("connect dashboard"),
-            ),
-            Problem::Conflict(text) => (StatusCode::CONFLICT, "Not done", text.as_str(), None),
-            Problem::Store(err) => {
-                tracing::error!(%err, "dashboard");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Hub error",
-                    "The hub could not read its database. Try again in a moment.",
-                    None,
-                )
-            }
-        };
-        let page = MessagePage {
-            nav: None,
-            title,
-            text,
-            hint,
-        };
-        (status, render(&page)).into_response()
-    }
-}
-
-/// A template as a response; one that fails to render is a 500, logged.
-pub fn render<T: Template>(page: &T) -> Response {
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(err) => {
-            tracing::error!(%err, "cannot render a dashboard page");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
 
 pub fn nav(viewer: &Viewer) -> Option<Nav> {
     Some(Nav {
@@ -268,25 +160,8 @@ pub async fn share(
         .and_then(|p| p.parse::<i64>().ok())
         .unwrap_or(1)
         .clamp(1, 100_000);
-    let mut entries = share_views::log_page(
-        &state,
-        &row,
-        &LogPage {
-            statuses: status_range(&status),
-            limit: LOG_PAGE_ROWS + 1,
-            offset: (page - 1) * LOG_PAGE_ROWS,
-        },
-    )
-    .await?;
-    let has_older = entries.len() > usize::try_from(LOG_PAGE_ROWS).unwrap_or(usize::MAX);
-    entries.truncate(usize::try_from(LOG_PAGE_ROWS).unwrap_or(usize::MAX));
-    let notice = match query.done.as_deref() {
-        Some("revoked") => Some("Revoked: its joiners are being cut off.".to_owned()),
-        Some("extended") => Some("The share's deadline was moved.".to_owned()),
-        Some("approved") => Some("Approved: the joiner gets in.".to_owned()),
-        Some("denied") => Some("Denied: the joiner stays out.".to_owned()),
-        _ => None,
-    };
+    let (log, has_older) = log_lines(&state, &row, &status, page).await?;
+    let notice = notice(query.done.as_deref());
     let share = ShareLine::new(
         &shown,
         owners.get(&row.agent_id).cloned().unwrap_or_default(),
@@ -311,13 +186,51 @@ pub async fn share(
             .collect(),
         joins,
         peers: peers.into_iter().map(PeerLine::new).collect(),
-        log: entries.iter().map(LogLine::new).collect(),
+        log,
         status_choices: STATUS_CHOICES,
         status,
         page,
         has_older,
         share,
     }))
+}
+
+/// One page of the access log with statuses of the `status` choice, and whether there
+/// is an older page.
+async fn log_lines(
+    state: &AppState,
+    row: &ShareRow,
+    status: &str,
+    page: i64,
+) -> Result<(Vec<LogLine>, bool), Problem> {
+    let rows = usize::try_from(LOG_PAGE_ROWS).unwrap_or(usize::MAX);
+    let entries = share_views::log_page(
+        state,
+        row,
+        &LogPage {
+            statuses: status_range(status),
+            limit: LOG_PAGE_ROWS + 1,
+            offset: (page - 1) * LOG_PAGE_ROWS,
+        },
+    )
+    .await?;
+    let has_older = entries.len() > rows;
+    Ok((
+        entries.iter().take(rows).map(LogLine::new).collect(),
+        has_older,
+    ))
+}
+
+/// What a form just did, said once at the top of the page it lands on.
+fn notice(done: Option<&str>) -> Option<String> {
+    let text = match done? {
+        "revoked" => "Revoked: its joiners are being cut off.",
+        "extended" => "The share's deadline was moved.",
+        "approved" => "Approved: the joiner gets in.",
+        "denied" => "Denied: the joiner stays out.",
+        _ => return None,
+    };
+    Some(text.to_owned())
 }
 
 #[derive(Template)]

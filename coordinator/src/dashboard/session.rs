@@ -8,7 +8,7 @@ use axum::http::header::COOKIE;
 use axum::http::request::Parts;
 use cookie::{Cookie, SameSite};
 
-use super::pages::Problem;
+use super::render::Problem;
 use crate::secrets::hash_secret;
 use crate::share_views::Scope;
 use crate::state::AppState;
