@@ -8,8 +8,9 @@
 #     the relay's datagrams/s and CPU; the agents' and hub's memory.
 # Every namespace, link and process it makes is removed by name or PID on exit.
 #  3. as root: public HTTP through the hub's reverse proxy (wrk: requests/s and p99 for
-#     a small page; curl: a 50 MB download) against the same server reached directly and
-#     through rathole (plain TCP and Noise), which the bench installs with cargo if missing.
+#     a small page, median of three runs; curl: a 50 MB download, median of five; the
+#     paths taking turns) against the same server reached directly and through rathole
+#     (plain TCP and Noise), which the bench installs with cargo if missing.
 # --netns-only skips the in-process part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -344,32 +345,52 @@ if command -v wrk >/dev/null; then
   }
   rathole_pair plain 2333 8081 tcp
   rathole_pair noise 2334 8082 noise
-  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit).
-  wrk_run() { # wrk_run URL [Host header] → "req/s p99"
+  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit). A 5 s
+  # run's p99 moves by half from run to run here: each path runs three times, the paths
+  # taking turns, and the medians are shown.
+  wrk_sample() { # wrk_sample NAME URL [Host header]: "req/s p99-ms" appended to $dir/wrk.NAME
     local args=(-t2 -c16 -d5s --latency)
-    [ -n "${2:-}" ] && args+=(-H "Host: $2")
-    on joiner wrk "${args[@]}" "$1" | awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {printf "%.0f %s", r, p}'
+    [ -n "${3:-}" ] && args+=(-H "Host: $3")
+    on joiner wrk "${args[@]}" "$2" | awk '/Requests\/sec/ {r=$2}
+      $1=="99%" {v=$2+0; u=$2; sub(/^[0-9.]+/, "", u); if (u=="us") v/=1000; else if (u=="s") v*=1000}
+      END {printf "%.0f %.2f\n", r, v}' >>"$dir/wrk.$1"
   }
-  speed() { # speed URL [Host header] → Gbit/s for the 50 MB file
-    local args=(-s -o /dev/null -w '%{speed_download}')
-    [ -n "${2:-}" ] && args+=(-H "Host: $2")
-    on joiner curl "${args[@]}" "$1" | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'
+  wrk_median() { # wrk_median NAME → "req/s p99", the medians of three runs
+    echo "$(cut -d' ' -f1 "$dir/wrk.$1" | sort -g | sed -n 2p) $(cut -d' ' -f2 "$dir/wrk.$1" | sort -g | sed -n 2p)ms"
   }
+  # One 50 MB download lasts ~0.2 s here, where a scheduling hiccup moves it by a third:
+  # each path downloads five times, the paths taking turns, and the median is shown.
+  download() { # download NAME URL [Host header]: one more sample in $dir/big.NAME (bytes/s)
+    local args=(-s -o /dev/null -w '%{speed_download}\n')
+    [ -n "${3:-}" ] && args+=(-H "Host: $3")
+    on joiner curl "${args[@]}" "$2" >>"$dir/big.$1"
+  }
+  median_gbps() { sort -g "$dir/big.$1" | sed -n 3p | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'; }
   for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
-  read -r direct_rps direct_p99 <<<"$(wrk_run http://10.88.1.2:8080/index.html)"
-  read -r rh_rps rh_p99 <<<"$(wrk_run http://10.88.2.1:8081/index.html)"
-  read -r rhn_rps rhn_p99 <<<"$(wrk_run http://10.88.2.1:8082/index.html)"
-  read -r hub_rps hub_p99 <<<"$(wrk_run http://10.88.2.1:7070/index.html "$public_host")"
-  direct_big=$(speed http://10.88.1.2:8080/big.bin)
-  rh_big=$(speed http://10.88.2.1:8081/big.bin)
-  rhn_big=$(speed http://10.88.2.1:8082/big.bin)
-  hub_big=$(speed http://10.88.2.1:7070/big.bin "$public_host")
+  for _ in 1 2 3; do
+    wrk_sample direct http://10.88.1.2:8080/index.html
+    wrk_sample rathole http://10.88.2.1:8081/index.html
+    wrk_sample noise http://10.88.2.1:8082/index.html
+    wrk_sample hub http://10.88.2.1:7070/index.html "$public_host"
+  done
+  read -r direct_rps direct_p99 <<<"$(wrk_median direct)"
+  read -r rh_rps rh_p99 <<<"$(wrk_median rathole)"
+  read -r rhn_rps rhn_p99 <<<"$(wrk_median noise)"
+  read -r hub_rps hub_p99 <<<"$(wrk_median hub)"
+  for _ in 1 2 3 4 5; do
+    download direct http://10.88.1.2:8080/big.bin
+    download rathole http://10.88.2.1:8081/big.bin
+    download noise http://10.88.2.1:8082/big.bin
+    download hub http://10.88.2.1:7070/big.bin "$public_host"
+  done
+  direct_big=$(median_gbps direct); rh_big=$(median_gbps rathole)
+  rhn_big=$(median_gbps noise); hub_big=$(median_gbps hub)
   hub_rss=$(rss "$hub_pid")
   public_row() { # public_row NAME RPS P99 BIG
     echo "| $1 | $2 | $3 | $4 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$4" "$rhn_big") download |"
   }
   echo
-  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s) | p99 | 50 MB download | vs rathole with Noise |"
+  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s; median of 3) | p99 (median of 3) | 50 MB download (median of 5) | vs rathole with Noise |"
   echo "|---|---|---|---|---|"
   public_row "nginx directly" "$direct_rps" "$direct_p99" "$direct_big"
   public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_big"

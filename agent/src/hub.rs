@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connect_api::*;
-use connect_netstack::io::relay_stream::{DialFuture, RelayConn, RelayDialer};
+use connect_netstack::io::relay_stream::{DialFuture, RelayConn, RelayDialer, RelayLink};
 use connect_netstack::relay;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
@@ -283,7 +283,7 @@ struct StreamDialer(Hub);
 
 impl RelayDialer for StreamDialer {
     fn dial(&self) -> DialFuture<'_> {
-        Box::pin(self.0.open_relay_stream())
+        Box::pin(async { self.0.open_relay_stream().await.map(RelayLink::Stream) })
     }
 }
 

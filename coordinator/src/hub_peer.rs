@@ -2,10 +2,14 @@
 //! HTTP shares. It is an agent of the hub's own relay (a slot and a key like any agent,
 //! kept in the data directory), owns `.1` of every block with a public URL, and has one
 //! peer per sharer with such shares. Sharers let it reach only their HTTP ports.
+//!
+//! Its frames reach the relay as a stream client's do, through the relay's channels in
+//! this process ([`LocalDialer`]): no socket, no system call between the two.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,6 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::addresses::{hub_ip, machine_ip};
 use crate::ids::Ids;
+use crate::relay_stream::{LocalDialer, Streams};
 use crate::secrets::{hash_secret, relay_key_hex};
 use crate::store::{AgentRow, HttpShare, Store, StoreError};
 
@@ -80,7 +85,8 @@ fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
 }
 
 /// Runs the hub's tunnel on the packet thread, beside the relay it talks through (see
-/// `own_thread`). Its dial streams are in-memory pipes any runtime can drive.
+/// `own_thread`). Its dial streams are in-memory pipes any runtime can drive. Its UDP
+/// socket (the tunnel needs one) stays unused: frames go through the relay's channels.
 async fn spawn_on_packet_thread(
     packets: &tokio::runtime::Handle,
     config: NodeConfig,
@@ -96,7 +102,8 @@ async fn spawn_on_packet_thread(
 }
 
 impl HubPeer {
-    /// Loads or makes the hub's key and relay slot and starts its tunnel on `relay`.
+    /// Loads or makes the hub's key and relay slot and starts its tunnel, a client of
+    /// the relay through `streams`.
     ///
     /// # Errors
     /// When the key files or the database cannot be used.
@@ -104,7 +111,7 @@ impl HubPeer {
         packets: &tokio::runtime::Handle,
         store: &Store,
         data_dir: &Path,
-        relay_addr: SocketAddr,
+        streams: Arc<Streams>,
         ids: &dyn Ids,
     ) -> Result<Self, HubPeerError> {
         let secret = StaticSecret::from(secret_file(&data_dir.join("hub.key"))?);
@@ -130,29 +137,24 @@ impl HubPeer {
                 agent
             }
         };
-        // The relay listens on our own machine: reach it on loopback when it is bound to
-        // a wildcard or loopback address.
-        let (bind, target): (SocketAddr, SocketAddr) =
-            if relay_addr.ip().is_unspecified() || relay_addr.ip().is_loopback() {
-                (
-                    SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                    SocketAddr::from((Ipv4Addr::LOCALHOST, relay_addr.port())),
-                )
-            } else {
-                (SocketAddr::new(relay_addr.ip(), 0), relay_addr)
-            };
-        let socket = std::net::UdpSocket::bind(bind)?;
+        let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         socket.set_nonblocking(true)?;
         let net = spawn_on_packet_thread(packets, NodeConfig::new(secret), socket).await?;
+        let stopped = |_| std::io::Error::other("hub tunnel stopped");
+        net.set_relay_dialer(Arc::new(LocalDialer(streams)))
+            .await
+            .map_err(stopped)?;
         net.set_relay(RelayConfig {
-            addr: target,
+            // Unused: every frame goes through the dialer's channels.
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             slot: agent.relay_id,
             key: relay::relay_key(&token),
-            // The relay is on this machine, usually reached on loopback: nothing to save.
+            // The relay is in this process: there is no more direct path.
             direct: false,
+            stream_only: true,
         })
         .await
-        .map_err(|_| std::io::Error::other("hub tunnel stopped"))?;
+        .map_err(stopped)?;
         Ok(Self {
             net,
             public_key,

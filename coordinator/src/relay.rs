@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use connect_netstack::io::batch::{BatchSocket, Received, RecvBatch};
+use connect_netstack::io::relay_stream::{Frames, StreamMessage};
 use connect_netstack::relay::{self, Frame};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -45,25 +46,6 @@ const LOOKUPS: usize = 16;
 /// Datagrams held behind a bind whose key is being looked up: an agent sends its first
 /// WireGuard initiation right after its first bind, and dropping it cost a join a retry.
 const HELD_BEHIND: usize = 8;
-
-/// What a stream connection (relay frames over TCP/TLS, see `relay_stream`) tells the
-/// relay thread.
-#[derive(Debug)]
-pub enum StreamMessage {
-    /// A stream client is up; frames for it go to `frames`.
-    Open {
-        addr: SocketAddr,
-        frames: mpsc::Sender<Bytes>,
-    },
-    /// A frame the client sent.
-    Frame {
-        addr: SocketAddr,
-        frame: Bytes,
-    },
-    Closed {
-        addr: SocketAddr,
-    },
-}
 
 /// The relay thread's inputs from the rest of the hub.
 pub struct Inbox {
@@ -383,7 +365,7 @@ struct Relay {
     metrics: Arc<Metrics>,
     main: tokio::runtime::Handle,
     /// Stream clients by their synthetic address: where frames for them go.
-    streams: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    streams: HashMap<SocketAddr, mpsc::Sender<Frames>>,
     /// Slots whose key is being looked up, with the datagram that asked.
     lookups: HashMap<u64, Held>,
     /// Where lookups answer, read by `run`.
@@ -489,10 +471,9 @@ impl Relay {
             StreamMessage::Open { addr, frames } => {
                 self.streams.insert(addr, frames);
             }
-            StreamMessage::Frame { addr, frame } => {
-                let mut frame = Vec::from(frame);
-                let stride = frame.len().max(1);
-                self.forward(addr, None, &mut frame, stride).await;
+            StreamMessage::Frames { addr, frames } => {
+                let mut bytes = Vec::from(frames.bytes);
+                self.forward(addr, None, &mut bytes, frames.stride).await;
             }
             StreamMessage::Closed { addr } => {
                 self.streams.remove(&addr);
@@ -655,10 +636,14 @@ impl Relay {
             let Some(frames) = self.streams.get(&to) else {
                 return;
             };
-            for frame in bytes.chunks(segment.max(1)) {
-                if frames.try_send(Bytes::copy_from_slice(frame)).is_err() {
-                    Metrics::add(&self.metrics.relay_dropped, 1);
-                }
+            // The run goes whole, in one copy and one message.
+            let run = Frames {
+                bytes: Bytes::copy_from_slice(bytes),
+                stride: segment.max(1),
+            };
+            if frames.try_send(run).is_err() {
+                let dropped = bytes.len().div_ceil(segment.max(1));
+                Metrics::add(&self.metrics.relay_dropped, dropped as u64);
             }
             return;
         }

@@ -5,16 +5,20 @@
 //! it like any UDP client: the same binds and MACs, the same allowed pairs, the same rate
 //! limit. Connections run on the API's runtime; frames cross to the relay thread and back
 //! through channels.
+//!
+//! The hub's own peer is such a client too, without the connection: it is handed the
+//! channels themselves ([`LocalDialer`]), so its frames never cross a socket.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use connect_netstack::io::relay_stream;
+use connect_netstack::io::relay_stream::{
+    self, DialFuture, Frames, LocalLink, RelayDialer, RelayLink, StreamMessage,
+};
 use connect_netstack::relay;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-
-use crate::relay::StreamMessage;
 
 /// Frames queued for one stream client before more are dropped, as UDP would drop them.
 const CLIENT_QUEUE: usize = 1024;
@@ -37,26 +41,53 @@ impl Streams {
         (streams, inbox)
     }
 
-    /// Relays frames on `conn` until it closes or fails, or the relay stops.
-    pub async fn serve(&self, conn: impl AsyncRead + AsyncWrite + Send + Unpin) {
+    /// A new client's address and the frames the relay will send it, once the relay
+    /// knows it; `None` when the relay has stopped.
+    async fn open(&self) -> Option<(SocketAddr, mpsc::Receiver<Frames>)> {
         let addr = relay::stream_client(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (frames, outgoing) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
-        if self
-            .relay
+        let (frames, outgoing) = mpsc::channel(CLIENT_QUEUE);
+        self.relay
             .send(StreamMessage::Open { addr, frames })
             .await
-            .is_err()
-        {
+            .ok()?;
+        Some((addr, outgoing))
+    }
+
+    /// Relays frames on `conn` until it closes or fails, or the relay stops.
+    pub async fn serve(&self, conn: impl AsyncRead + AsyncWrite + Send + Unpin) {
+        let Some((addr, outgoing)) = self.open().await else {
             return;
-        }
+        };
         tracing::debug!(%addr, "relay stream opened");
-        let result = relay_stream::exchange(conn, outgoing, &self.relay, |frame| {
-            StreamMessage::Frame { addr, frame }
-        })
-        .await;
+        let result =
+            relay_stream::exchange(conn, outgoing, &self.relay, |frame| StreamMessage::Frames {
+                addr,
+                frames: Frames::one(frame),
+            })
+            .await;
         if let Err(err) = result {
             tracing::debug!(%addr, %err, "relay stream ended");
         }
         let _ = self.relay.send(StreamMessage::Closed { addr }).await;
+    }
+}
+
+/// Links the hub's own peer to the relay in this process.
+pub struct LocalDialer(pub Arc<Streams>);
+
+impl RelayDialer for LocalDialer {
+    fn dial(&self) -> DialFuture<'_> {
+        Box::pin(async {
+            let (addr, frames) = self
+                .0
+                .open()
+                .await
+                .ok_or_else(|| std::io::Error::other("the relay stopped"))?;
+            Ok(RelayLink::Local(LocalLink {
+                addr,
+                relay: self.0.relay.clone(),
+                frames,
+            }))
+        })
     }
 }

@@ -125,7 +125,7 @@ pub async fn serve_main(cli: Cli) -> Result<(), ServeError> {
         &packets,
         &state.store,
         &cli.store.data_dir,
-        udp_local,
+        state.relay_streams.clone(),
         &RandomIds,
     )
     .await?;

@@ -52,6 +52,10 @@ pub struct RelayConfig {
     /// Try direct paths to peers the relay introduces. Off, WireGuard is taken only
     /// through the relay (for networks that mangle direct UDP, and to measure the relay).
     pub direct: bool,
+    /// Frames go only over the driver's stream, asked for at once and never over UDP:
+    /// for the hub's own peer, whose relay is in the same process and is reached
+    /// through channels rather than a socket.
+    pub stream_only: bool,
 }
 
 impl std::fmt::Debug for RelayConfig {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("addr", &self.addr)
             .field("slot", &self.slot)
             .field("direct", &self.direct)
+            .field("stream_only", &self.stream_only)
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +162,7 @@ impl RelayClient {
     }
 
     pub(crate) fn transport(&self) -> RelayTransport {
-        if self.stream == StreamState::Up {
+        if self.stream == StreamState::Up || self.config.stream_only {
             RelayTransport::Stream
         } else {
             RelayTransport::Udp
@@ -188,6 +193,9 @@ impl RelayClient {
 
     /// When UDP will have gone unanswered long enough to ask for a stream.
     fn stream_due(&self) -> Option<Instant> {
+        if self.config.stream_only {
+            return (self.stream == StreamState::Unwanted).then_some(self.redial_at);
+        }
         let since = self.unanswered_since?;
         (self.stream == StreamState::Unwanted).then(|| (since + STREAM_AFTER).max(self.redial_at))
     }
@@ -205,6 +213,11 @@ impl RelayClient {
             self.next_stream_bind = now + BIND_INTERVAL;
             relay::STREAM_ENDPOINT
         } else if now >= self.next_udp_bind {
+            if self.config.stream_only {
+                // Nothing goes over UDP; its timer only comes round now and then.
+                self.next_udp_bind = now + BIND_INTERVAL;
+                return None;
+            }
             self.unanswered_since.get_or_insert(now);
             if self.stream == StreamState::Up {
                 self.next_udp_bind = now + UDP_PROBE_INTERVAL;
@@ -229,7 +242,9 @@ impl RelayClient {
     /// it should close it; each change is reported once.
     pub(crate) fn poll_stream(&mut self, now: Instant) -> Option<bool> {
         if self.stream_due().is_some_and(|due| now >= due) {
-            tracing::info!("relay: no answer over UDP; asking for a stream to the hub");
+            if !self.config.stream_only {
+                tracing::info!("relay: no answer over UDP; asking for a stream to the hub");
+            }
             self.stream = StreamState::Wanted;
             self.stream_change = Some(true);
         }
@@ -357,6 +372,7 @@ mod tests {
             slot: 5,
             key: relay::relay_key("token"),
             direct,
+            stream_only: false,
         }
     }
 
@@ -593,5 +609,38 @@ mod tests {
             "the stream still carries the frames"
         );
         assert_eq!(client.transport(), RelayTransport::Stream);
+    }
+
+    #[test]
+    fn a_stream_only_client_asks_for_its_stream_at_once_and_never_binds_over_udp() {
+        let start = Instant::now();
+        let mut client = RelayClient::new(
+            RelayConfig {
+                stream_only: true,
+                ..config(false)
+            },
+            start,
+            0,
+        );
+        assert_eq!(client.poll_bind(start), None, "no UDP bind");
+        assert_eq!(client.poll_stream(start), Some(true), "asked for at once");
+        client.stream_up(start);
+        let mut binds = Vec::new();
+        for step in 0..600 {
+            let now = start + Duration::from_millis(step * 100);
+            while let Some((_, dst)) = client.poll_bind(now) {
+                binds.push((step * 100, dst));
+            }
+            assert!(client.next_timeout() > now, "nothing left due: no spin");
+        }
+        assert!(
+            binds.iter().all(|&(_, dst)| dst == relay::STREAM_ENDPOINT),
+            "{binds:?}"
+        );
+        assert_eq!(binds.len(), 4, "every 15 s over the stream: {binds:?}");
+        client.stream_down(start + Duration::from_secs(60));
+        assert_eq!(client.transport(), RelayTransport::Stream, "never UDP");
+        let again = start + Duration::from_secs(61);
+        assert_eq!(client.poll_stream(again), Some(true), "asked for again");
     }
 }

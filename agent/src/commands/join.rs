@@ -241,6 +241,7 @@ async fn open_tunnel(
         slot: joined.guest.relay_id,
         key: relay::relay_key(&joined.guest.token.0),
         direct: crate::config::direct_paths(),
+        stream_only: false,
     })
     .await?;
     let sharer = PublicKey::from(share.sharer_public_key.0);

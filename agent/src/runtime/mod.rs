@@ -60,6 +60,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         slot: me.relay_id,
         key: relay::relay_key(&token),
         direct: crate::config::direct_paths(),
+        stream_only: false,
     };
     net.set_relay_dialer(hub.relay_dialer()).await?;
     net.set_relay(relay.clone()).await?;

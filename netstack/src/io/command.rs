@@ -51,7 +51,7 @@ pub(super) enum Command {
     /// The stream task of this generation ended (or never reached the hub).
     RelayStreamDown(u64),
     /// A frame the hub sent over the stream.
-    RelayFrame(Bytes),
+    RelayFrames(super::relay_stream::Frames),
     SetAddresses(Vec<Ipv4Addr>, oneshot::Sender<()>),
     /// Bytes (TCP) or one datagram (UDP) from the real side of a flow.
     Data(FlowId, Bytes),

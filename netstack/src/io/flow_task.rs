@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
@@ -77,16 +77,18 @@ pub(super) async fn bridge_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
     let inbound = {
         let commands = commands.clone();
         async move {
+            // One buffer, reused: each chunk is a copy sized to what arrived, rather than a
+            // fresh 64 KiB allocation for a request of a few hundred bytes.
+            let mut buf = vec![0; CHUNK];
             loop {
-                let mut buf = BytesMut::with_capacity(CHUNK);
-                match reader.read_buf(&mut buf).await {
+                match reader.read(&mut buf).await {
                     Ok(0) => {
                         let _ = commands.send(Command::Eof(flow)).await;
                         return;
                     }
-                    Ok(_) => {
+                    Ok(len) => {
                         if commands
-                            .send(Command::Data(flow, buf.freeze()))
+                            .send(Command::Data(flow, Bytes::copy_from_slice(&buf[..len])))
                             .await
                             .is_err()
                         {

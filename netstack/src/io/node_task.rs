@@ -353,9 +353,11 @@ impl NodeTask {
                     self.node.handle_relay_stream_down(now);
                 }
             }
-            Command::RelayFrame(frame) => {
-                self.node
-                    .handle_datagram(relay::STREAM_ENDPOINT, &frame, now);
+            Command::RelayFrames(frames) => {
+                for frame in frames.iter() {
+                    self.node
+                        .handle_datagram(relay::STREAM_ENDPOINT, frame, now);
+                }
             }
             Command::Data(flow, bytes) => {
                 if let Some(io) = self.flows.get_mut(&flow) {

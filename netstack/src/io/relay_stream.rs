@@ -4,9 +4,13 @@
 //! ways, each as a 2-byte big-endian length and the frame, as the hub reads them too
 //! ([`read_frame`], [`put_frame`]). The node sees frames to and from
 //! [`crate::relay::STREAM_ENDPOINT`] and nothing else of it.
+//!
+//! The hub's own peer runs in the relay's process: its dialer gives a [`LocalLink`]
+//! instead, and frames cross as [`StreamMessage`]s, with no socket and no framing.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -27,10 +31,67 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub trait RelayConn: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> RelayConn for T {}
 
-pub type DialFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Box<dyn RelayConn>>> + Send + 'a>>;
+/// What a dialer opened to the relay.
+pub enum RelayLink {
+    /// A byte stream to the hub, frames behind their lengths.
+    Stream(Box<dyn RelayConn>),
+    /// The relay's own channels, in this process.
+    Local(LocalLink),
+}
 
-/// Opens streams to the hub's relay: given by the program, which knows how to reach the
-/// hub (its URL, TLS roots, HTTP proxy, credentials).
+/// A client of a relay in the same process: what the relay knows it by, the relay's
+/// inbox, and the frames the relay sends it. The dialer has sent
+/// [`StreamMessage::Open`] already; the link sends [`StreamMessage::Closed`] when it ends.
+pub struct LocalLink {
+    pub addr: SocketAddr,
+    pub relay: mpsc::Sender<StreamMessage>,
+    pub frames: mpsc::Receiver<Frames>,
+}
+
+/// Relay frames in one buffer, `stride` bytes apart, the last maybe shorter: a run, as
+/// one GSO send or GRO receive carries them, handed on whole rather than frame by frame.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    pub bytes: Bytes,
+    pub stride: usize,
+}
+
+impl Frames {
+    /// One frame as a run of one.
+    pub fn one(frame: Bytes) -> Self {
+        Self {
+            stride: frame.len().max(1),
+            bytes: frame,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.chunks(self.stride.max(1))
+    }
+}
+
+/// What a stream client (over a connection, or in-process) tells its relay.
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// A client is up, known by the synthetic `addr`; frames for it go to `frames`.
+    Open {
+        addr: SocketAddr,
+        frames: mpsc::Sender<Frames>,
+    },
+    /// Frames the client sent.
+    Frames {
+        addr: SocketAddr,
+        frames: Frames,
+    },
+    Closed {
+        addr: SocketAddr,
+    },
+}
+
+pub type DialFuture<'a> = Pin<Box<dyn Future<Output = io::Result<RelayLink>> + Send + 'a>>;
+
+/// Opens links to the hub's relay: given by the program, which knows how to reach the
+/// hub (its URL, TLS roots, HTTP proxy, credentials), or holds the relay itself.
 pub trait RelayDialer: Send + Sync + 'static {
     fn dial(&self) -> DialFuture<'_>;
 }
@@ -64,14 +125,18 @@ pub async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Opt
 /// The node task's end of a running stream task.
 pub(super) struct StreamLink {
     pub(super) generation: u64,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Frames>,
     cancel: CancellationToken,
 }
 
 impl StreamLink {
     /// Queues a frame for the hub; dropped when the stream is not keeping up.
     pub(super) fn send(&self, frame: &[u8]) {
-        if self.frames.try_send(Bytes::copy_from_slice(frame)).is_err() {
+        if self
+            .frames
+            .try_send(Frames::one(Bytes::copy_from_slice(frame)))
+            .is_err()
+        {
             tracing::trace!("relay stream queue full; frame dropped");
         }
     }
@@ -118,16 +183,128 @@ async fn carry(
     dialer: &dyn RelayDialer,
     generation: u64,
     commands: &mpsc::Sender<Command>,
-    outgoing: mpsc::Receiver<Bytes>,
+    outgoing: mpsc::Receiver<Frames>,
 ) -> io::Result<()> {
-    let conn = dialer.dial().await?;
-    tracing::info!("relay frames go over a stream to the hub");
+    let link = dialer.dial().await?;
     let stopped = || io::Error::other("tunnel stopped");
     commands
         .send(Command::RelayStreamUp(generation))
         .await
         .map_err(|_| stopped())?;
-    exchange(conn, outgoing, commands, Command::RelayFrame).await
+    match link {
+        RelayLink::Stream(conn) => {
+            tracing::info!("relay frames go over a stream to the hub");
+            exchange(conn, outgoing, commands, |frame| {
+                Command::RelayFrames(Frames::one(frame))
+            })
+            .await
+        }
+        RelayLink::Local(link) => exchange_local(link, outgoing, commands).await,
+    }
+}
+
+/// Tells the relay a local client is gone, however its link ends.
+struct CloseOnDrop {
+    addr: SocketAddr,
+    relay: mpsc::Sender<StreamMessage>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self
+            .relay
+            .try_send(StreamMessage::Closed { addr: self.addr });
+    }
+}
+
+/// Carries frames both ways between the node and a relay in this process until either
+/// side stops: the relay's frames go to the node as they come, the node's go to the
+/// relay in runs (see [`gather`]).
+async fn exchange_local(
+    link: LocalLink,
+    mut outgoing: mpsc::Receiver<Frames>,
+    commands: &mpsc::Sender<Command>,
+) -> io::Result<()> {
+    let LocalLink {
+        addr,
+        relay,
+        mut frames,
+    } = link;
+    let _closed = CloseOnDrop {
+        addr,
+        relay: relay.clone(),
+    };
+    let read = async {
+        while let Some(run) = frames.recv().await {
+            if commands.send(Command::RelayFrames(run)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other("the relay stopped"))
+    };
+    let write = async {
+        let mut held = None;
+        loop {
+            let first = match held.take() {
+                Some(frame) => frame,
+                None => match outgoing.recv().await {
+                    Some(frame) => frame,
+                    None => return Ok(()),
+                },
+            };
+            let frames = gather(first, &mut outgoing, &mut held);
+            if relay
+                .send(StreamMessage::Frames { addr, frames })
+                .await
+                .is_err()
+            {
+                return Err(io::Error::other("the relay stopped"));
+            }
+        }
+    };
+    tokio::select! {
+        result = read => result,
+        result = write => result,
+    }
+}
+
+/// `first` and the frames queued behind it as one run for the relay: frames of the same
+/// length, the last maybe shorter, up to [`WRITE_BATCH`] bytes, so the relay forwards
+/// them in one send. A longer frame ends the run and is left in `held`. The node sends
+/// frames one by one, so every run here is of single frames.
+fn gather(
+    first: Frames,
+    outgoing: &mut mpsc::Receiver<Frames>,
+    held: &mut Option<Frames>,
+) -> Frames {
+    let first = first.bytes;
+    let stride = first.len().max(1);
+    let mut run: Option<BytesMut> = None;
+    if first.len() == stride {
+        while run.as_ref().map_or(stride, BytesMut::len) < WRITE_BATCH {
+            let Ok(next) = outgoing.try_recv() else {
+                break;
+            };
+            if next.bytes.len() > stride {
+                *held = Some(next);
+                break;
+            }
+            let frame = next.bytes;
+            let run = run.get_or_insert_with(|| {
+                let mut run = BytesMut::with_capacity(WRITE_BATCH.min(stride * 16));
+                run.extend_from_slice(&first);
+                run
+            });
+            run.extend_from_slice(&frame);
+            if frame.len() < stride {
+                break;
+            }
+        }
+    }
+    Frames {
+        bytes: run.map_or(first, BytesMut::freeze),
+        stride,
+    }
 }
 
 /// Carries frames both ways on `conn` until it ends or fails, or either channel closes:
@@ -139,7 +316,7 @@ async fn carry(
 /// When the stream fails, or ends while frames could still come.
 pub async fn exchange<T>(
     conn: impl AsyncRead + AsyncWrite + Send + Unpin,
-    mut outgoing: mpsc::Receiver<Bytes>,
+    mut outgoing: mpsc::Receiver<Frames>,
     incoming: &mpsc::Sender<T>,
     wrap: impl Fn(Bytes) -> T,
 ) -> io::Result<()> {
@@ -155,11 +332,11 @@ pub async fn exchange<T>(
     };
     let write = async {
         let mut out = BytesMut::with_capacity(WRITE_BATCH);
-        while let Some(frame) = outgoing.recv().await {
-            put_frame(&mut out, &frame);
+        while let Some(run) = outgoing.recv().await {
+            run.iter().for_each(|frame| put_frame(&mut out, frame));
             while out.len() < WRITE_BATCH {
                 match outgoing.try_recv() {
-                    Ok(frame) => put_frame(&mut out, &frame),
+                    Ok(run) => run.iter().for_each(|frame| put_frame(&mut out, frame)),
                     Err(_) => break,
                 }
             }
@@ -178,6 +355,34 @@ pub async fn exchange<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_of_one_length_gather_into_a_run_that_a_longer_one_ends() {
+        let (sender, mut outgoing) = mpsc::channel(16);
+        for frame in [&[1; 4][..], &[2; 4], &[3; 2], &[4; 4], &[5; 9], &[6; 1]] {
+            let frame = Frames::one(Bytes::copy_from_slice(frame));
+            sender.try_send(frame).expect("room");
+        }
+        let mut held = None;
+        let first = outgoing.try_recv().expect("frame");
+        let run = gather(first, &mut outgoing, &mut held);
+        assert_eq!(
+            (&run.bytes[..], run.stride),
+            (&[1, 1, 1, 1, 2, 2, 2, 2, 3, 3][..], 4)
+        );
+        assert_eq!(run.iter().count(), 3);
+        assert!(held.is_none(), "a shorter frame ends the run, inside it");
+        let first = outgoing.try_recv().expect("frame");
+        let run = gather(first, &mut outgoing, &mut held);
+        assert_eq!((&run.bytes[..], run.stride), (&[4; 4][..], 4));
+        let waiting = held.take().expect("a longer one waits");
+        assert_eq!(&waiting.bytes[..], &[5; 9][..]);
+        let run = gather(waiting, &mut outgoing, &mut held);
+        assert_eq!(
+            (&run.bytes[..], run.stride),
+            (&[5, 5, 5, 5, 5, 5, 5, 5, 5, 6][..], 9)
+        );
+    }
 
     #[tokio::test]
     async fn frames_keep_their_bounds_on_a_stream() {

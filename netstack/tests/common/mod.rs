@@ -210,6 +210,7 @@ impl Pair {
                     slot,
                     key,
                     direct: true,
+                    stream_only: false,
                 };
                 node.set_relay(config, now, UNIX_START_MS);
             }
