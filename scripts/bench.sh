@@ -253,9 +253,10 @@ read -r userx_r _ _ _ <<<"$(measure "${address%:*}" "${address##*:}" -R)"
 stop_join
 
 # TUN joiner through the hub over TCP: both hosts drop UDP to the hub (relay and probe
-# ports), so both agents carry their relay frames on a stream to the hub's API port (no
-# direct path either: stream clients get no introductions). The sharer restarts on each
-# change so it binds at once instead of at its next refresh.
+# ports), so both agents carry their relay frames on a stream to the hub's API port. The
+# joiner keeps to the relay (CONNECT_RELAY_ONLY=1): UDP between the two hosts still
+# passes, and their candidates would otherwise give them a direct path. The sharer
+# restarts on each change so it binds at once instead of at its next refresh.
 start_sharer() {
   ip netns exec "$p-sharer" "$bin/connect" "${alice[@]}" up --name alice >>"$dir/alice.log" 2>&1 & pids+=($!); sharer_pid=$!
   for _ in $(seq 200); do on sharer "$bin/connect" "${alice[@]}" status >/dev/null 2>&1 && break; sleep 0.05; done
@@ -273,7 +274,7 @@ hub_udp() { # hub_udp drop|allow
   done
 }
 hub_udp drop; restart_sharer
-start_join bob3 0
+start_join bob3 1
 machine=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["machine_ip"])' "$join_json")
 tcp_path=$(on sharer "$bin/connect" "${alice[@]}" --json status | python3 -c 'import json,sys; print(",".join(sorted({p["path"] for p in json.load(sys.stdin)["peers"]})))')
 tcp_rtt_pinned=$(rtt_pinned "$machine" 7777 "$join_pid" "$echo_pid $sharer_pid $hub_pid")

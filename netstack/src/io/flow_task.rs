@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
@@ -77,18 +77,21 @@ pub(super) async fn bridge_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
     let inbound = {
         let commands = commands.clone();
         async move {
-            // One buffer, reused: each chunk is a copy sized to what arrived, rather than a
-            // fresh 64 KiB allocation for a request of a few hundred bytes.
-            let mut buf = vec![0; CHUNK];
+            // Chunks are split off one buffer without a copy. Once the node has let go
+            // of them (it has, by the time it gives credit), `reserve` takes their room
+            // back, so a run of small requests reuses one allocation instead of making a
+            // 64 KiB one each.
+            let mut buf = BytesMut::with_capacity(CHUNK);
             loop {
-                match reader.read(&mut buf).await {
+                buf.reserve(CHUNK);
+                match reader.read_buf(&mut buf).await {
                     Ok(0) => {
                         let _ = commands.send(Command::Eof(flow)).await;
                         return;
                     }
-                    Ok(len) => {
+                    Ok(_) => {
                         if commands
-                            .send(Command::Data(flow, Bytes::copy_from_slice(&buf[..len])))
+                            .send(Command::Data(flow, buf.split().freeze()))
                             .await
                             .is_err()
                         {
