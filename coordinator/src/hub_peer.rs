@@ -15,9 +15,9 @@ use std::time::Duration;
 use base64::Engine;
 use connect_api::WireKey;
 use connect_netstack::RelayConfig;
+use connect_netstack::io::FlowStream;
 use connect_netstack::io::{Netstack, PeerSet};
 use connect_netstack::{Ipv4Net, NodeConfig, PeerConfig, Policy, PublicKey, StaticSecret, relay};
-use tokio::io::DuplexStream;
 use tokio::sync::Mutex;
 
 use crate::addresses::{hub_ip, machine_ip};
@@ -213,7 +213,7 @@ impl HubPeer {
         &self,
         machine: Ipv4Addr,
         port: u16,
-    ) -> Result<DuplexStream, connect_netstack::io::DriverError> {
+    ) -> Result<FlowStream, connect_netstack::io::DriverError> {
         let key = self.peers.lock().await.configs().find_map(|peer| {
             peer.allowed_ips
                 .iter()

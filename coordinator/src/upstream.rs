@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response, Uri};
+use connect_netstack::io::FlowStream;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::addresses::machine_ip;
 use crate::hub_peer::Shared;
@@ -146,8 +147,8 @@ impl tower::Service<Uri> for TunnelConnector {
 
 /// A tunnel TCP connection, as hyper-util's pool wants it: plain, or TLS over it.
 enum TunnelStream {
-    Plain(DuplexStream),
-    Tls(Box<tokio_rustls::client::TlsStream<DuplexStream>>),
+    Plain(FlowStream),
+    Tls(Box<tokio_rustls::client::TlsStream<FlowStream>>),
 }
 
 impl Connection for TunnelStream {

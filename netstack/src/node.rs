@@ -787,7 +787,14 @@ impl Node {
         match &mut flow.kind {
             FlowKind::Tcp(tcp) => {
                 tcp.reset();
-                self.stack.tcp(tcp.handle).abort();
+                let socket = self.stack.tcp(tcp.handle);
+                socket.abort();
+                // smoltcp keeps a closed socket readable while it holds data; nobody will
+                // read a reset flow's, and the flow ends only once it is gone.
+                while socket
+                    .recv(|data| (data.len(), data.len()))
+                    .is_ok_and(|len| len > 0)
+                {}
                 self.touch(id);
             }
             FlowKind::Udp(_) => self.end_flow(id, CloseReason::Reset),

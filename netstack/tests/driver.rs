@@ -194,6 +194,31 @@ async fn half_close_passes_both_ways() {
     assert_eq!(answer, "got 5 bytes");
 }
 
+/// A dropped stream ends its flow as a dropped socket does: the target reads EOF, and
+/// its answer, which nobody will read, is refused; no flow is left on either side.
+#[tokio::test]
+async fn a_dropped_stream_frees_its_flow_on_both_sides() {
+    let (sharer, joiner) = pair().await;
+    for port in [7, 80] {
+        let mut stream = within("connect", joiner.connect_tcp(at(port)))
+            .await
+            .unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        stream.flush().await.unwrap();
+        drop(stream);
+    }
+    within("flows freed", async {
+        loop {
+            let (near, far) = (joiner.stats().await.unwrap(), sharer.stats().await.unwrap());
+            if near.flows == 0 && far.flows == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_target_that_speaks_first_is_heard() {
     let (_sharer, joiner) = pair().await;
@@ -256,7 +281,7 @@ async fn removing_the_peer_cuts_a_live_connection() {
 async fn a_peer_set_leaves_unchanged_peers_and_their_flows_alone() {
     let (sharer, joiner, mut joiners) = pair_with_set().await;
     let mut stream = within("connect", joiner.connect_tcp(at(7))).await.unwrap();
-    let echo = async |stream: &mut tokio::io::DuplexStream, text: &[u8]| {
+    let echo = async |stream: &mut connect_netstack::io::FlowStream, text: &[u8]| {
         stream.write_all(text).await?;
         let mut got = vec![0; text.len()];
         stream.read_exact(&mut got).await?;

@@ -4,7 +4,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::{DriverError, Snapshot};
@@ -37,7 +36,7 @@ pub(super) enum Command {
     ),
     DialTcp(
         SocketAddrV4,
-        oneshot::Sender<Result<DuplexStream, DriverError>>,
+        oneshot::Sender<Result<super::flow_stream::FlowStream, DriverError>>,
     ),
     DialUdp(
         SocketAddrV4,

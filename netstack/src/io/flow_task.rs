@@ -1,12 +1,12 @@
-//! Per-flow tasks: each bridges one flow to a real socket (serve side) or to the caller's
-//! stream (dial side). They never touch the node; they send the node task commands and
-//! wait for credit, so a slow reader slows its sender.
+//! Per-flow tasks of the serve side: each bridges one flow to a real socket. They never
+//! touch the node; they send the node task commands and wait for credit, so a slow reader
+//! slows its sender.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ pub(super) async fn serve_tcp(target: Target, ends: FlowEnds) {
                 .await
                 .is_ok()
             {
-                bridge_stream(stream, ends).await;
+                bridge_tcp(stream, ends).await;
             }
         }
         Ok(Err(err)) => {
@@ -60,12 +60,10 @@ pub(super) async fn serve_tcp(target: Target, ends: FlowEnds) {
     }
 }
 
-/// Copies between a byte stream and a flow in both directions until both are done or
-/// the flow is cancelled. Half-close passes through: EOF on one side is FIN on the other.
-pub(super) async fn bridge_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
-    stream: S,
-    ends: FlowEnds,
-) {
+/// Copies between a real TCP connection and a flow in both directions until both are
+/// done or the flow is cancelled. Half-close passes through: EOF on one side is FIN on
+/// the other.
+async fn bridge_tcp(stream: TcpStream, ends: FlowEnds) {
     let FlowEnds {
         flow,
         commands,
@@ -73,7 +71,7 @@ pub(super) async fn bridge_stream<S: AsyncRead + AsyncWrite + Send + 'static>(
         credit,
         cancel,
     } = ends;
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = stream.into_split();
     let inbound = {
         let commands = commands.clone();
         async move {

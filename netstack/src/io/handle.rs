@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::DuplexStream;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::batch::BatchSocket;
 use super::command::{Chunk, Command};
+use super::flow_stream::FlowStream;
 use super::node_task::NodeTask;
 use super::relay_stream::RelayDialer;
 use super::tun::TunIo;
@@ -232,7 +232,7 @@ impl Netstack {
     ///
     /// # Errors
     /// [`DriverError::Refused`] when the far side resets or refuses it.
-    pub async fn connect_tcp(&self, dst: SocketAddrV4) -> Result<DuplexStream, DriverError> {
+    pub async fn connect_tcp(&self, dst: SocketAddrV4) -> Result<FlowStream, DriverError> {
         self.call(|reply| Command::DialTcp(dst, reply)).await?
     }
 

@@ -5,8 +5,10 @@
 //! - `handle`: [`Netstack`], the public handle a program holds, and its calls.
 //! - `command`: the messages the handle and the flow tasks send the node task.
 //! - `node_task`: the one task that owns a node, its UDP socket and its TUN device.
-//! - `flow_task`: small per-flow tasks that bridge flows to real sockets or to the
-//!   caller's streams; they never touch the node, only send it commands.
+//! - `flow_task`: small per-flow tasks that bridge served flows to real sockets; they
+//!   never touch the node, only send it commands.
+//! - [`FlowStream`]: a dialled flow as the caller's stream, sending the node commands
+//!   as it is read and written.
 //! - [`batch`]: UDP in batches (GSO sends, GRO and recvmmsg receives) through quinn-udp.
 //! - `tun`: the TUN device with the kernel's TCP offloads, through tun-rs.
 //! - `peer_set`: [`PeerSet`], a group of peers kept equal to a list its owner recomputes.
@@ -19,6 +21,7 @@
 
 pub mod batch;
 mod command;
+mod flow_stream;
 mod flow_task;
 mod handle;
 mod node_task;
@@ -27,6 +30,7 @@ pub mod relay_stream;
 mod spin;
 mod tun;
 
+pub use flow_stream::FlowStream;
 pub use handle::{DriverError, Netstack, Snapshot, TunnelDatagram};
 pub use peer_set::{Changes, PeerSet};
 

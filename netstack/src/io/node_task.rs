@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::io::DuplexStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::{BatchSocket, RecvBatch, Run, SendBatch};
 use super::command::{CHUNK, Chunk, Command, FLOW_QUEUE};
-use super::flow_task::{FlowEnds, bridge_stream, serve_tcp, serve_udp};
+use super::flow_stream::FlowStream;
+use super::flow_task::{FlowEnds, serve_tcp, serve_udp};
 use super::handle::{DriverError, Snapshot};
 use super::relay_stream::{self, RelayDialer, StreamLink};
 use super::spin::Spin;
@@ -53,12 +53,12 @@ struct FlowIo {
     dial: Option<DialWaiter>,
 }
 
-type DialReply = oneshot::Sender<Result<DuplexStream, DriverError>>;
+type DialReply = oneshot::Sender<Result<FlowStream, DriverError>>;
 type UdpReply = oneshot::Sender<Result<(FlowId, mpsc::Receiver<Chunk>), Error>>;
 
 struct DialWaiter {
     reply: DialReply,
-    to_real: mpsc::Receiver<Chunk>,
+    from_node: mpsc::Receiver<Chunk>,
 }
 
 impl FlowIo {
@@ -407,10 +407,14 @@ impl NodeTask {
                 let Some(waiter) = io.dial.take() else {
                     return;
                 };
-                let (user, ours) = tokio::io::duplex(CHUNK * 2);
-                let ends = io.ends(flow, &self.commands, waiter.to_real);
-                self.tasks.spawn(bridge_stream(ours, ends));
-                let _ = waiter.reply.send(Ok(user));
+                let stream = FlowStream::new(
+                    flow,
+                    &self.commands,
+                    waiter.from_node,
+                    io.credit.clone(),
+                    io.cancel.clone(),
+                );
+                let _ = waiter.reply.send(Ok(stream));
             }
             Event::Readable { flow } => self.pull_from_node(flow),
             Event::Writable { flow } => self.push_to_node(flow),
@@ -431,8 +435,10 @@ impl NodeTask {
                 if let Some(io) = self.flows.remove(&flow) {
                     // A finished flow's writer still drains its queue (dropping our
                     // sender ends it); anything else stops at once.
+                    // A writer waiting for credit wakes to find it reset.
                     if reason != CloseReason::Finished {
                         io.cancel.cancel();
+                        io.credit.notify_one();
                     }
                     if let Some(waiter) = io.dial {
                         let _ = waiter.reply.send(Err(DriverError::Refused));
@@ -447,10 +453,7 @@ impl NodeTask {
             Ok(flow) => {
                 let (to_real, from_node) = mpsc::channel(FLOW_QUEUE);
                 let mut io = FlowIo::new(to_real, &self.cancel);
-                io.dial = Some(DialWaiter {
-                    reply,
-                    to_real: from_node,
-                });
+                io.dial = Some(DialWaiter { reply, from_node });
                 self.flows.insert(flow, io);
             }
             Err(err) => {
@@ -551,9 +554,18 @@ impl NodeTask {
         }
         io.out_blocked = false;
         loop {
-            let Ok(permit) = io.to_real.try_reserve() else {
-                io.out_blocked = true;
-                return;
+            let permit = match io.to_real.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    io.out_blocked = true;
+                    return;
+                }
+                // Nobody reads the flow any more (its stream was dropped): what arrives
+                // for it is refused, as a closed socket's is.
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    let _ = self.node.abort(flow, Instant::now());
+                    return;
+                }
             };
             // Read into one reused buffer and copy out only what arrived: an allocation
             // sized to the data, instead of a zeroed 64 KiB one per attempt.
