@@ -15,6 +15,7 @@ pub mod clock;
 mod dashboard;
 mod error;
 pub mod events;
+mod front;
 mod housekeeping;
 pub mod hub_peer;
 pub mod ids;
@@ -43,7 +44,6 @@ mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc};
@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 pub use clock::{Clock, SystemClock};
 pub use connect_api as wire;
 pub use events::Subscribers;
+pub use front::Front;
 pub use ids::{Ids, RandomIds};
 pub use keys::run_key_command;
 pub use metrics::Metrics;
@@ -73,19 +74,15 @@ pub async fn admin_link(
 /// Request bodies above this are refused with 413: nothing in the API is larger.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The HTTP API.
-pub fn app(state: AppState) -> Router {
-    api::router()
+/// The hub's HTTP service: public shares by their host, then the API and the dashboard.
+pub fn app(state: AppState) -> front::Front {
+    let api = api::router()
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(api::uniform_errors))
         // The dashboard answers in HTML, errors included.
         .merge(dashboard::router().layer(DefaultBodyLimit::max(BODY_LIMIT)))
-        // Public shares first: their bodies are streamed, not limited like the API's.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(state.clone()),
-            proxy::route,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    front::Front::new(state, api)
 }
 
 /// What [`run`] takes from the state's queues: the relay's updates and streams, and the
@@ -169,8 +166,7 @@ pub async fn run(
         inbox.access_log,
         cancel.clone(),
     ));
-    let router = app(state);
-    let served = serve::serve_http(listener, router, tls, shutdown).await;
+    let served = serve::serve_http(listener, app(state), tls, shutdown).await;
     cancel.cancel();
     let _ = relay.await;
     let _ = expiry.await;

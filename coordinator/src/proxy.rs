@@ -5,12 +5,11 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{
     CONNECTION, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 
@@ -27,14 +26,8 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response {
     (status, [(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// Middleware in front of the API: share hosts are proxied, everything else passes. Its
-/// state is the hub's behind one `Arc`, so a request costs one reference count, not one
-/// per field.
-pub async fn route(
-    State(state): State<std::sync::Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The share a request is for, by its `Host`: its name, and the host lowercased.
+pub fn share_of(state: &AppState, request: &Request) -> Option<(String, String)> {
     let host = request
         .headers()
         .get(HOST)
@@ -42,14 +35,13 @@ pub async fn route(
         .or_else(|| request.uri().host())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let Some(name) = share_name(&host, &state.settings.domain) else {
-        return next.run(request).await;
-    };
-    Metrics::add(&state.metrics.proxy_requests, 1);
-    proxy(&state, &name, &host, request).await
+    let name = share_name(&host, &state.settings.domain)?;
+    Some((name, host))
 }
 
-async fn proxy(state: &AppState, name: &str, host: &str, mut request: Request) -> Response {
+/// Answers a request for the public share `name` at `host`.
+pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Request) -> Response {
+    Metrics::add(&state.metrics.proxy_requests, 1);
     let Some(share) = state
         .public
         .get(name)

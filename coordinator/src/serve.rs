@@ -1,14 +1,13 @@
 //! Serving: binding, the plain-HTTP-only-on-loopback rule, TLS with rustls, and
 //! shutdown on Ctrl-C or SIGTERM.
 
+use crate::front::Front;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UdpSocket};
@@ -204,14 +203,14 @@ fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeE
     Ok(Arc::new(config))
 }
 
-/// Serves `router` until `shutdown`, then gives open connections a short grace.
+/// Serves `front` until `shutdown`, then gives open connections a short grace.
 ///
 /// Every connection, plain or TLS, gets the same limits: request headers must arrive
 /// within [`HEADER_TIMEOUT`] (which also closes keep-alive connections idle that long)
 /// and fit in [`MAX_HEADER_BYTES`]; larger gets 431.
 pub async fn serve_http(
     listener: TcpListener,
-    router: Router,
+    front: Front,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -247,7 +246,7 @@ pub async fn serve_http(
             () = stopped(&mut stop_rx) => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let service = front.connection(peer, acceptor.is_some());
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
@@ -259,7 +258,6 @@ pub async fn serve_http(
                         if let Ok(Ok(stream)) =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            let service = service.layer(axum::Extension(crate::client::Tls));
                             serve_one(&builder, stream, service).await;
                         }
                     }
@@ -283,7 +281,7 @@ pub async fn serve_http(
 async fn serve_one<S>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     stream: S,
-    service: Router,
+    service: Front,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
