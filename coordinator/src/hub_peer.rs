@@ -85,7 +85,8 @@ fn secret_file(path: &Path) -> Result<[u8; 32], HubPeerError> {
 }
 
 /// Runs the hub's tunnel on the packet thread, beside the relay it talks through (see
-/// `own_thread`). Its dial streams are in-memory pipes any runtime can drive. Its UDP
+/// `own_thread`), without polling between inputs (`Netstack::spawn_on_server`). Its dial
+/// streams talk to it through channels, so any runtime can drive them. Its UDP
 /// socket (the tunnel needs one) stays unused: frames go through the relay's channels.
 async fn spawn_on_packet_thread(
     packets: &tokio::runtime::Handle,
@@ -95,7 +96,7 @@ async fn spawn_on_packet_thread(
     packets
         .spawn(async move {
             tokio::net::UdpSocket::from_std(socket)
-                .and_then(|socket| Netstack::spawn(config, socket))
+                .and_then(|socket| Netstack::spawn_on_server(config, socket))
         })
         .await
         .map_err(|_| std::io::Error::other("hub tunnel thread ended"))?

@@ -16,6 +16,7 @@ use super::command::{Chunk, Command};
 use super::flow_stream::FlowStream;
 use super::node_task::NodeTask;
 use super::relay_stream::RelayDialer;
+use super::spin::SPIN;
 use super::tun::TunIo;
 use crate::flow::FlowId;
 use crate::node::{Node, NodeConfig};
@@ -86,7 +87,17 @@ impl Netstack {
     /// # Errors
     /// When the socket's address cannot be read.
     pub fn spawn(config: NodeConfig, socket: UdpSocket) -> io::Result<Self> {
-        Self::start(config, socket, None)
+        Self::start(config, socket, None, SPIN)
+    }
+
+    /// As [`Netstack::spawn`], for a node on a busy server (the hub's own peer): it
+    /// sleeps as soon as it has nothing to do, instead of polling for a moment (see
+    /// `spin`).
+    ///
+    /// # Errors
+    /// When the socket's address cannot be read.
+    pub fn spawn_on_server(config: NodeConfig, socket: UdpSocket) -> io::Result<Self> {
+        Self::start(config, socket, None, Duration::ZERO)
     }
 
     /// Starts a node that also carries whole IP packets to and from a TUN device (the TUN
@@ -102,10 +113,15 @@ impl Netstack {
     ) -> io::Result<Self> {
         config.raw = true;
         let tun = TunIo::new(tun, config.mtu);
-        Self::start(config, socket, Some(tun))
+        Self::start(config, socket, Some(tun), SPIN)
     }
 
-    fn start(config: NodeConfig, socket: UdpSocket, tun: Option<TunIo>) -> io::Result<Self> {
+    fn start(
+        config: NodeConfig,
+        socket: UdpSocket,
+        tun: Option<TunIo>,
+        spin: Duration,
+    ) -> io::Result<Self> {
         let socket = BatchSocket::new(socket)?;
         let local_addr = socket.local_addr()?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -120,7 +136,8 @@ impl Netstack {
             commands.clone(),
             &cancel,
             &tasks,
-        );
+        )
+        .spinning(spin);
         tasks.spawn(task.run());
         Ok(Self {
             commands,

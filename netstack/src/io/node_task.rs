@@ -22,7 +22,7 @@ use super::flow_stream::FlowStream;
 use super::flow_task::{FlowEnds, serve_tcp, serve_udp};
 use super::handle::{DriverError, Snapshot};
 use super::relay_stream::{self, RelayDialer, StreamLink};
-use super::spin::Spin;
+use super::spin::{SPIN, Spin};
 use super::tun::TunIo;
 use crate::event::Event;
 use crate::flow::{CloseReason, FlowId};
@@ -112,6 +112,8 @@ pub(super) struct NodeTask {
     /// The stream task, while one is wanted.
     relay_stream: Option<StreamLink>,
     stream_generation: u64,
+    /// How long to poll after a quiet wake-up: [`SPIN`], or zero.
+    spin: std::time::Duration,
 }
 
 impl NodeTask {
@@ -137,14 +139,21 @@ impl NodeTask {
             relay_dialer: None,
             relay_stream: None,
             stream_generation: 0,
+            spin: SPIN,
             cancel: cancel.clone(),
             tasks: tasks.clone(),
         }
     }
 
+    /// Polls for `length` after a quiet wake-up instead of [`SPIN`] (zero: never).
+    pub(super) fn spinning(mut self, length: std::time::Duration) -> Self {
+        self.spin = length;
+        self
+    }
+
     pub(super) async fn run(mut self) {
         let mut received = RecvBatch::default();
-        let mut spin = Spin::new(Instant::now());
+        let mut spin = Spin::new(Instant::now(), self.spin);
         loop {
             self.drain_outputs().await;
             let deadline = self.node.poll_timeout();
