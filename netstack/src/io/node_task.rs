@@ -268,12 +268,6 @@ impl NodeTask {
                     }
                     continue;
                 }
-                if transmit.dst == relay::STREAM_ENDPOINT {
-                    if let Some(stream) = &self.relay_stream {
-                        stream.send(&self.send_batch.tail()[transmit.range()]);
-                    }
-                    continue;
-                }
                 if let Some(run) = self
                     .send_batch
                     .push(transmit.offset, transmit.len, transmit.dst)
@@ -291,8 +285,16 @@ impl NodeTask {
         }
     }
 
+    /// Sends a run of datagrams: in one GSO send, or whole to the stream when it is for
+    /// [`relay::STREAM_ENDPOINT`] (dropped while there is none, as UDP would drop it).
     async fn send_run(&self, run: Run) {
         let bytes = self.send_batch.run(&run);
+        if run.dst == relay::STREAM_ENDPOINT {
+            if let Some(stream) = &self.relay_stream {
+                stream.send(bytes, run.segment);
+            }
+            return;
+        }
         if let Err(err) = self.socket.send(run.dst, bytes, run.segment).await {
             tracing::debug!(%err, dst = %run.dst, "udp send failed");
         }

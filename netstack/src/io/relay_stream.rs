@@ -130,13 +130,14 @@ pub(super) struct StreamLink {
 }
 
 impl StreamLink {
-    /// Queues a frame for the hub; dropped when the stream is not keeping up.
-    pub(super) fn send(&self, frame: &[u8]) {
-        if self
-            .frames
-            .try_send(Frames::one(Bytes::copy_from_slice(frame)))
-            .is_err()
-        {
+    /// Queues a run of frames `stride` bytes apart for the hub, in one copy; dropped when
+    /// the stream is not keeping up.
+    pub(super) fn send(&self, run: &[u8], stride: usize) {
+        let frames = Frames {
+            bytes: Bytes::copy_from_slice(run),
+            stride: stride.max(1),
+        };
+        if self.frames.try_send(frames).is_err() {
             tracing::trace!("relay stream queue full; frame dropped");
         }
     }
@@ -218,8 +219,7 @@ impl Drop for CloseOnDrop {
 }
 
 /// Carries frames both ways between the node and a relay in this process until either
-/// side stops: the relay's frames go to the node as they come, the node's go to the
-/// relay in runs (see [`gather`]).
+/// side stops, a run (a GRO batch, a GSO send) as one message each way.
 async fn exchange_local(
     link: LocalLink,
     mut outgoing: mpsc::Receiver<Frames>,
@@ -243,16 +243,8 @@ async fn exchange_local(
         Err(io::Error::other("the relay stopped"))
     };
     let write = async {
-        let mut held = None;
-        loop {
-            let first = match held.take() {
-                Some(frame) => frame,
-                None => match outgoing.recv().await {
-                    Some(frame) => frame,
-                    None => return Ok(()),
-                },
-            };
-            let frames = gather(first, &mut outgoing, &mut held);
+        // Runs come whole from the node task's send batch: each goes on as it is.
+        while let Some(frames) = outgoing.recv().await {
             if relay
                 .send(StreamMessage::Frames { addr, frames })
                 .await
@@ -261,49 +253,11 @@ async fn exchange_local(
                 return Err(io::Error::other("the relay stopped"));
             }
         }
+        Ok(())
     };
     tokio::select! {
         result = read => result,
         result = write => result,
-    }
-}
-
-/// `first` and the frames queued behind it as one run for the relay: frames of the same
-/// length, the last maybe shorter, up to [`WRITE_BATCH`] bytes, so the relay forwards
-/// them in one send. A longer frame ends the run and is left in `held`. The node sends
-/// frames one by one, so every run here is of single frames.
-fn gather(
-    first: Frames,
-    outgoing: &mut mpsc::Receiver<Frames>,
-    held: &mut Option<Frames>,
-) -> Frames {
-    let first = first.bytes;
-    let stride = first.len().max(1);
-    let mut run: Option<BytesMut> = None;
-    if first.len() == stride {
-        while run.as_ref().map_or(stride, BytesMut::len) < WRITE_BATCH {
-            let Ok(next) = outgoing.try_recv() else {
-                break;
-            };
-            if next.bytes.len() > stride {
-                *held = Some(next);
-                break;
-            }
-            let frame = next.bytes;
-            let run = run.get_or_insert_with(|| {
-                let mut run = BytesMut::with_capacity(WRITE_BATCH.min(stride * 16));
-                run.extend_from_slice(&first);
-                run
-            });
-            run.extend_from_slice(&frame);
-            if frame.len() < stride {
-                break;
-            }
-        }
-    }
-    Frames {
-        bytes: run.map_or(first, BytesMut::freeze),
-        stride,
     }
 }
 
@@ -355,34 +309,6 @@ pub async fn exchange<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_of_one_length_gather_into_a_run_that_a_longer_one_ends() {
-        let (sender, mut outgoing) = mpsc::channel(16);
-        for frame in [&[1; 4][..], &[2; 4], &[3; 2], &[4; 4], &[5; 9], &[6; 1]] {
-            let frame = Frames::one(Bytes::copy_from_slice(frame));
-            sender.try_send(frame).expect("room");
-        }
-        let mut held = None;
-        let first = outgoing.try_recv().expect("frame");
-        let run = gather(first, &mut outgoing, &mut held);
-        assert_eq!(
-            (&run.bytes[..], run.stride),
-            (&[1, 1, 1, 1, 2, 2, 2, 2, 3, 3][..], 4)
-        );
-        assert_eq!(run.iter().count(), 3);
-        assert!(held.is_none(), "a shorter frame ends the run, inside it");
-        let first = outgoing.try_recv().expect("frame");
-        let run = gather(first, &mut outgoing, &mut held);
-        assert_eq!((&run.bytes[..], run.stride), (&[4; 4][..], 4));
-        let waiting = held.take().expect("a longer one waits");
-        assert_eq!(&waiting.bytes[..], &[5; 9][..]);
-        let run = gather(waiting, &mut outgoing, &mut held);
-        assert_eq!(
-            (&run.bytes[..], run.stride),
-            (&[5, 5, 5, 5, 5, 5, 5, 5, 5, 6][..], 9)
-        );
-    }
 
     #[tokio::test]
     async fn frames_keep_their_bounds_on_a_stream() {
