@@ -11,7 +11,8 @@
 #     a small page, median of three runs; curl: a 50 MB download, median of five; the
 #     paths taking turns) against the same server reached directly and through rathole
 #     (plain TCP and Noise), which the bench installs with cargo if missing.
-# --netns-only skips the in-process part.
+# --netns-only skips the in-process part; --public-only runs only the public HTTP figures
+# (3., the quick loop when working on the proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,8 @@ echo "==> building (release)"
 cargo build --release --workspace --bins --quiet
 bin="$PWD/target/release"
 
-if [ "${1:-}" != "--netns-only" ]; then
+mode=${1:-}
+if [ -z "$mode" ]; then
   echo "==> data plane in one process (cargo bench -p connect-netstack)"
   cargo bench -p connect-netstack --bench throughput 2>/dev/null | sed -n '/^| measure/,$p'
 fi
@@ -177,6 +179,102 @@ dt, hz = t1 - t0, os.sysconf("SC_CLK_TCK")
 print("%.0f %.2f %.0f" % ((p1 - p0) / dt, (b1 - b0) * 8 / dt / 1e9, 100 * (c1 - c0) / hz / dt))' "$1" "$2"
 }
 
+ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
+
+if command -v wrk >/dev/null; then
+  # The tool a user would pick instead for a public URL: rathole, its server on the hub's
+  # host and its client on the sharer, over plain TCP and over its Noise transport
+  # (encrypted, as the tunnel is). Installed by cargo when missing.
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v rathole >/dev/null; then
+    echo "==> installing rathole (cargo install, once)"
+    cargo install --quiet rathole --no-default-features --features server,client,noise
+  fi
+  keys=$(rathole --genkey)
+  rathole_private=$(echo "$keys" | sed -n 2p); rathole_public=$(echo "$keys" | sed -n 5p)
+  rathole_pair() { # rathole_pair NAME CONTROL_PORT VISITOR_PORT tcp|noise
+    local side transport
+    for side in server client; do
+      transport="[$side.transport]"$'\n'"type = \"$4\""
+      if [ "$4" = noise ] && [ $side = server ]; then
+        transport+=$'\n'"[server.transport.noise]"$'\n'"local_private_key = \"$rathole_private\""
+      elif [ "$4" = noise ]; then
+        transport+=$'\n'"[client.transport.noise]"$'\n'"remote_public_key = \"$rathole_public\""
+      fi
+      if [ $side = server ]; then
+        printf '[server]\nbind_addr = "0.0.0.0:%s"\n%s\n[server.services.web]\ntoken = "bench"\nbind_addr = "0.0.0.0:%s"\n' \
+          "$2" "$transport" "$3" >"$dir/rathole-$1-server.toml"
+      else
+        printf '[client]\nremote_addr = "10.88.1.1:%s"\n%s\n[client.services.web]\ntoken = "bench"\nlocal_addr = "127.0.0.1:8080"\n' \
+          "$2" "$transport" >"$dir/rathole-$1-client.toml"
+      fi
+    done
+    ip netns exec "$p-hub" rathole -s "$dir/rathole-$1-server.toml" >"$dir/rathole-$1-server.log" 2>&1 & pids+=($!)
+    ip netns exec "$p-sharer" rathole -c "$dir/rathole-$1-client.toml" >"$dir/rathole-$1-client.log" 2>&1 & pids+=($!)
+    for _ in $(seq 200); do on joiner curl -sf -o /dev/null "http://10.88.2.1:$3/index.html" && break; sleep 0.05; done
+  }
+  rathole_pair plain 2333 8081 tcp
+  rathole_pair noise 2334 8082 noise
+  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit). A 5 s
+  # run's p99 moves by half from run to run here: each path runs three times, the paths
+  # taking turns, and the medians are shown.
+  wrk_sample() { # wrk_sample NAME URL [Host header]: "req/s p99-ms" appended to $dir/wrk.NAME
+    local args=(-t2 -c16 -d5s --latency)
+    [ -n "${3:-}" ] && args+=(-H "Host: $3")
+    on joiner wrk "${args[@]}" "$2" | awk '/Requests\/sec/ {r=$2}
+      $1=="99%" {v=$2+0; u=$2; sub(/^[0-9.]+/, "", u); if (u=="us") v/=1000; else if (u=="s") v*=1000}
+      END {printf "%.0f %.2f\n", r, v}' >>"$dir/wrk.$1"
+  }
+  wrk_median() { # wrk_median NAME → "req/s p99", the medians of three runs
+    echo "$(cut -d' ' -f1 "$dir/wrk.$1" | sort -g | sed -n 2p) $(cut -d' ' -f2 "$dir/wrk.$1" | sort -g | sed -n 2p)ms"
+  }
+  # One 50 MB download lasts ~0.2 s here, where a scheduling hiccup moves it by a third:
+  # each path downloads five times, the paths taking turns, and the median is shown.
+  download() { # download NAME URL [Host header]: one more sample in $dir/big.NAME (bytes/s)
+    local args=(-s -o /dev/null -w '%{speed_download}\n')
+    [ -n "${3:-}" ] && args+=(-H "Host: $3")
+    on joiner curl "${args[@]}" "$2" >>"$dir/big.$1"
+  }
+  median_gbps() { sort -g "$dir/big.$1" | sed -n 3p | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'; }
+  for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
+  for _ in 1 2 3; do
+    wrk_sample direct http://10.88.1.2:8080/index.html
+    wrk_sample rathole http://10.88.2.1:8081/index.html
+    wrk_sample noise http://10.88.2.1:8082/index.html
+    wrk_sample hub http://10.88.2.1:7070/index.html "$public_host"
+  done
+  read -r direct_rps direct_p99 <<<"$(wrk_median direct)"
+  read -r rh_rps rh_p99 <<<"$(wrk_median rathole)"
+  read -r rhn_rps rhn_p99 <<<"$(wrk_median noise)"
+  read -r hub_rps hub_p99 <<<"$(wrk_median hub)"
+  for _ in 1 2 3 4 5; do
+    download direct http://10.88.1.2:8080/big.bin
+    download rathole http://10.88.2.1:8081/big.bin
+    download noise http://10.88.2.1:8082/big.bin
+    download hub http://10.88.2.1:7070/big.bin "$public_host"
+  done
+  direct_big=$(median_gbps direct); rh_big=$(median_gbps rathole)
+  rhn_big=$(median_gbps noise); hub_big=$(median_gbps hub)
+  hub_rss=$(rss "$hub_pid")
+  public_row() { # public_row NAME RPS P99 BIG
+    echo "| $1 | $2 | $3 | $4 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$4" "$rhn_big") download |"
+  }
+  echo
+  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s; median of 3) | p99 (median of 3) | 50 MB download (median of 5) | vs rathole with Noise |"
+  echo "|---|---|---|---|---|"
+  public_row "nginx directly" "$direct_rps" "$direct_p99" "$direct_big"
+  public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_big"
+  public_row "rathole with its Noise transport (encrypted, as ours is)" "$rhn_rps" "$rhn_p99" "$rhn_big"
+  public_row "connect, the hub's public URL (hub RSS after: $hub_rss)" "$hub_rps" "$hub_p99" "$hub_big"
+  printf '%s\t%s\n' \
+    "nginx directly" "$direct_rps" "rathole, plain TCP" "$rh_rps" \
+    "rathole, Noise" "$rhn_rps" "connect public URL" "$hub_rps" \
+    | "$bin/bench-chart" "$PWD/scripts/bench-public.svg" "Public HTTP, small page (wrk, 2 threads, 16 connections, 2 vCPUs)" "requests/s"
+else
+  echo "==> skipping the public HTTP figures (no wrk)"
+fi
+[ "$mode" = --public-only ] && exit 0
+
 direct=$(iperf joiner 10.88.1.2 5201)
 direct_r=$(iperf joiner 10.88.1.2 5201 -R)
 single=$(iperf joiner 10.89.0.2 5201)
@@ -283,7 +381,6 @@ read -r tunt_r _ _ _ <<<"$(measure "$machine" 5201 -R)"
 stop_join
 hub_udp allow; restart_sharer
 
-ratio() { python3 -c "print('%.0f%%' % (100*float('$1')/float('$2')))"; }
 ratios() { # ratios UP DOWN BASE_UP BASE_DOWN → "x% / y%"
   echo "$(ratio "$1" "$3") / $(ratio "$2" "$4")"
 }
@@ -312,98 +409,6 @@ echo "| hub relay, TUN joiner's upload through it | datagrams/s | Gbit/s | hub C
 echo "|---|---|---|---|"
 echo "| relayed | $relay_pps | $relay_gbps | $relay_cpu% |"
 
-if command -v wrk >/dev/null; then
-  # The tool a user would pick instead for a public URL: rathole, its server on the hub's
-  # host and its client on the sharer, over plain TCP and over its Noise transport
-  # (encrypted, as the tunnel is). Installed by cargo when missing.
-  export PATH="$HOME/.cargo/bin:$PATH"
-  if ! command -v rathole >/dev/null; then
-    echo "==> installing rathole (cargo install, once)"
-    cargo install --quiet rathole --no-default-features --features server,client,noise
-  fi
-  keys=$(rathole --genkey)
-  rathole_private=$(echo "$keys" | sed -n 2p); rathole_public=$(echo "$keys" | sed -n 5p)
-  rathole_pair() { # rathole_pair NAME CONTROL_PORT VISITOR_PORT tcp|noise
-    local side transport
-    for side in server client; do
-      transport="[$side.transport]"$'\n'"type = \"$4\""
-      if [ "$4" = noise ] && [ $side = server ]; then
-        transport+=$'\n'"[server.transport.noise]"$'\n'"local_private_key = \"$rathole_private\""
-      elif [ "$4" = noise ]; then
-        transport+=$'\n'"[client.transport.noise]"$'\n'"remote_public_key = \"$rathole_public\""
-      fi
-      if [ $side = server ]; then
-        printf '[server]\nbind_addr = "0.0.0.0:%s"\n%s\n[server.services.web]\ntoken = "bench"\nbind_addr = "0.0.0.0:%s"\n' \
-          "$2" "$transport" "$3" >"$dir/rathole-$1-server.toml"
-      else
-        printf '[client]\nremote_addr = "10.88.1.1:%s"\n%s\n[client.services.web]\ntoken = "bench"\nlocal_addr = "127.0.0.1:8080"\n' \
-          "$2" "$transport" >"$dir/rathole-$1-client.toml"
-      fi
-    done
-    ip netns exec "$p-hub" rathole -s "$dir/rathole-$1-server.toml" >"$dir/rathole-$1-server.log" 2>&1 & pids+=($!)
-    ip netns exec "$p-sharer" rathole -c "$dir/rathole-$1-client.toml" >"$dir/rathole-$1-client.log" 2>&1 & pids+=($!)
-    for _ in $(seq 200); do on joiner curl -sf -o /dev/null "http://10.88.2.1:$3/index.html" && break; sleep 0.05; done
-  }
-  rathole_pair plain 2333 8081 tcp
-  rathole_pair noise 2334 8082 noise
-  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit). A 5 s
-  # run's p99 moves by half from run to run here: each path runs three times, the paths
-  # taking turns, and the medians are shown.
-  wrk_sample() { # wrk_sample NAME URL [Host header]: "req/s p99-ms" appended to $dir/wrk.NAME
-    local args=(-t2 -c16 -d5s --latency)
-    [ -n "${3:-}" ] && args+=(-H "Host: $3")
-    on joiner wrk "${args[@]}" "$2" | awk '/Requests\/sec/ {r=$2}
-      $1=="99%" {v=$2+0; u=$2; sub(/^[0-9.]+/, "", u); if (u=="us") v/=1000; else if (u=="s") v*=1000}
-      END {printf "%.0f %.2f\n", r, v}' >>"$dir/wrk.$1"
-  }
-  wrk_median() { # wrk_median NAME → "req/s p99", the medians of three runs
-    echo "$(cut -d' ' -f1 "$dir/wrk.$1" | sort -g | sed -n 2p) $(cut -d' ' -f2 "$dir/wrk.$1" | sort -g | sed -n 2p)ms"
-  }
-  # One 50 MB download lasts ~0.2 s here, where a scheduling hiccup moves it by a third:
-  # each path downloads five times, the paths taking turns, and the median is shown.
-  download() { # download NAME URL [Host header]: one more sample in $dir/big.NAME (bytes/s)
-    local args=(-s -o /dev/null -w '%{speed_download}\n')
-    [ -n "${3:-}" ] && args+=(-H "Host: $3")
-    on joiner curl "${args[@]}" "$2" >>"$dir/big.$1"
-  }
-  median_gbps() { sort -g "$dir/big.$1" | sed -n 3p | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'; }
-  for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
-  for _ in 1 2 3; do
-    wrk_sample direct http://10.88.1.2:8080/index.html
-    wrk_sample rathole http://10.88.2.1:8081/index.html
-    wrk_sample noise http://10.88.2.1:8082/index.html
-    wrk_sample hub http://10.88.2.1:7070/index.html "$public_host"
-  done
-  read -r direct_rps direct_p99 <<<"$(wrk_median direct)"
-  read -r rh_rps rh_p99 <<<"$(wrk_median rathole)"
-  read -r rhn_rps rhn_p99 <<<"$(wrk_median noise)"
-  read -r hub_rps hub_p99 <<<"$(wrk_median hub)"
-  for _ in 1 2 3 4 5; do
-    download direct http://10.88.1.2:8080/big.bin
-    download rathole http://10.88.2.1:8081/big.bin
-    download noise http://10.88.2.1:8082/big.bin
-    download hub http://10.88.2.1:7070/big.bin "$public_host"
-  done
-  direct_big=$(median_gbps direct); rh_big=$(median_gbps rathole)
-  rhn_big=$(median_gbps noise); hub_big=$(median_gbps hub)
-  hub_rss=$(rss "$hub_pid")
-  public_row() { # public_row NAME RPS P99 BIG
-    echo "| $1 | $2 | $3 | $4 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$4" "$rhn_big") download |"
-  }
-  echo
-  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s; median of 3) | p99 (median of 3) | 50 MB download (median of 5) | vs rathole with Noise |"
-  echo "|---|---|---|---|---|"
-  public_row "nginx directly" "$direct_rps" "$direct_p99" "$direct_big"
-  public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_big"
-  public_row "rathole with its Noise transport (encrypted, as ours is)" "$rhn_rps" "$rhn_p99" "$rhn_big"
-  public_row "connect, the hub's public URL (hub RSS after: $hub_rss)" "$hub_rps" "$hub_p99" "$hub_big"
-  printf '%s\t%s\n' \
-    "nginx directly" "$direct_rps" "rathole, plain TCP" "$rh_rps" \
-    "rathole, Noise" "$rhn_rps" "connect public URL" "$hub_rps" \
-    | "$bin/bench-chart" "$PWD/scripts/bench-public.svg" "Public HTTP, small page (wrk, 2 threads, 16 connections, 2 vCPUs)" "requests/s"
-else
-  echo "==> skipping the public HTTP figures (no wrk)"
-fi
 
 # The hub's API: shares created and joins recorded per second, by 4 clients at once, each
 # on a keep-alive connection (as agents are: each keeps one).
