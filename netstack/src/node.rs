@@ -35,6 +35,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use boringtun::x25519::{PublicKey, StaticSecret};
+use bytes::{Bytes, BytesMut};
 use smoltcp::socket::tcp;
 
 use crate::Error;
@@ -721,28 +722,71 @@ impl Node {
     /// # Errors
     /// [`Error::UnknownFlow`] for a closed flow.
     pub fn recv(&mut self, id: FlowId, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+        let mut read = 0;
+        self.read_flow(id, buf.len(), |data, _| {
+            buf[read..read + data.len()].copy_from_slice(data);
+            read += data.len();
+        })?;
+        Ok((read > 0).then_some(read))
+    }
+
+    /// As [`Node::recv`], up to `max` bytes in a buffer of their own: one copy out of the
+    /// stack into what the caller hands on, not one into a scratch buffer and another
+    /// out of it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownFlow`] for a closed flow.
+    pub fn recv_bytes(&mut self, id: FlowId, max: usize) -> Result<Option<Bytes>, Error> {
+        let mut out = BytesMut::new();
+        self.read_flow(id, max, |data, total| {
+            out.reserve(total);
+            out.extend_from_slice(data);
+        })?;
+        Ok((!out.is_empty()).then(|| out.freeze()))
+    }
+
+    /// Hands `put` what a flow holds, up to `max` bytes, in one or two slices (a TCP ring
+    /// that wraps) or one datagram truncated to `max`; with each, the total still to come
+    /// (that slice included), so a buffer is sized once.
+    fn read_flow(
+        &mut self,
+        id: FlowId,
+        max: usize,
+        mut put: impl FnMut(&[u8], usize),
+    ) -> Result<(), Error> {
         let flow = self.flows.get_mut(id).ok_or(Error::UnknownFlow)?;
         match &mut flow.kind {
             FlowKind::Tcp(tcp) => {
                 let socket = self.stack.tcp(tcp.handle);
-                let read = socket.recv_slice(buf).unwrap_or(0);
+                let mut left = socket.recv_queue().min(max);
+                while left > 0 {
+                    let taken = socket
+                        .recv(|data| {
+                            let len = data.len().min(left);
+                            put(&data[..len], left);
+                            (len, len)
+                        })
+                        .unwrap_or(0);
+                    if taken == 0 {
+                        break;
+                    }
+                    left -= taken;
+                }
                 if !socket.can_recv() {
                     tcp.drained();
                 }
                 // The freed window must be announced, and a FIN behind the data reported.
                 self.touch(id);
-                Ok((read > 0).then_some(read))
             }
             FlowKind::Udp(udp) => {
-                let Some(datagram) = udp.take() else {
-                    return Ok(None);
-                };
-                let len = datagram.len().min(buf.len());
-                buf[..len].copy_from_slice(&datagram[..len]);
-                self.stack.device.pool.give(datagram);
-                Ok(Some(len))
+                if let Some(datagram) = udp.take() {
+                    let len = datagram.len().min(max);
+                    put(&datagram[..len], len);
+                    self.stack.device.pool.give(datagram);
+                }
             }
         }
+        Ok(())
     }
 
     /// Serve side: the real target accepted, so the peer's SYN is answered now.

@@ -105,8 +105,6 @@ pub(super) struct NodeTask {
     tasks: TaskTracker,
     /// Sealed datagrams, gathered into GSO runs.
     send_batch: SendBatch,
-    /// Where flow data is read from the node before it is handed to a flow task.
-    chunk_buf: Vec<u8>,
     /// How to open a stream to the hub when UDP to its relay is blocked.
     relay_dialer: Option<Arc<dyn RelayDialer>>,
     /// The stream task, while one is wanted.
@@ -128,7 +126,6 @@ impl NodeTask {
     ) -> Self {
         Self {
             send_batch: SendBatch::new(DATAGRAM_ROOM, socket.max_segments()),
-            chunk_buf: vec![0; CHUNK],
             node,
             socket,
             tun,
@@ -578,12 +575,9 @@ impl NodeTask {
                     return;
                 }
             };
-            // Read into one reused buffer and copy out only what arrived: an allocation
-            // sized to the data, instead of a zeroed 64 KiB one per attempt.
-            match self.node.recv(flow, &mut self.chunk_buf) {
-                Ok(Some(len)) => {
-                    permit.send(Chunk::Data(Bytes::copy_from_slice(&self.chunk_buf[..len])));
-                }
+            // One copy out of the stack, into an allocation sized to what arrived.
+            match self.node.recv_bytes(flow, CHUNK) {
+                Ok(Some(bytes)) => permit.send(Chunk::Data(bytes)),
                 Ok(None) | Err(_) => {
                     if io.fin_pending {
                         io.fin_pending = false;
