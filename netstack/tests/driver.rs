@@ -194,6 +194,29 @@ async fn half_close_passes_both_ways() {
     assert_eq!(answer, "got 5 bytes");
 }
 
+/// A reader that lags lets the node's queue for it fill, so the node stops reading the
+/// flow; once the reader goes on, it says so and gets the rest.
+#[tokio::test]
+async fn a_reader_that_lags_gets_everything_once_it_reads_again() {
+    const LEN: usize = 600 * 1024;
+    let (_sharer, joiner) = pair().await;
+    let stream = within("connect", joiner.connect_tcp(at(7))).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let writing = tokio::spawn(async move {
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        writer.write_all(&data).await.unwrap();
+        writer
+    });
+    // The reader lags: the echo fills the node's queue for it (four chunks) and more.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut got = vec![0; LEN];
+    within("echo after the lag", reader.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    drop(writing.await.unwrap());
+}
+
 /// A dropped stream ends its flow as a dropped socket does: the target reads EOF, and
 /// its answer, which nobody will read, is refused; no flow is left on either side.
 #[tokio::test]

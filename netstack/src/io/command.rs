@@ -2,6 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -58,10 +59,28 @@ pub(super) enum Command {
     Eof(FlowId),
     /// The real side failed; reset the flow.
     Abort(FlowId),
-    /// A flow's writer took a chunk: there may be room for more.
+    /// A flow's writer took a chunk after the node stalled (see [`Stall`]).
     Resume(FlowId),
     /// Serve side: the real target answered.
     TargetConnected(FlowId),
+}
+
+/// Set when the node stopped moving a flow's data for want of room in its queue. The
+/// flow's reader, having taken a chunk, sends `Resume` only then: a command (and a
+/// wake-up of the node task) per stall instead of per chunk, which for a small request is
+/// one per request on each side of the tunnel.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Stall(Arc<AtomicBool>);
+
+impl Stall {
+    pub(super) fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the node waits for a `Resume`; it is told once.
+    pub(super) fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// What the node task hands a flow's writer.

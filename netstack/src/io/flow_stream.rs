@@ -5,7 +5,7 @@
 //! in place.
 //!
 //! Flow control is the bridge's: one chunk is in flight until the node gives credit, and
-//! a chunk read whole tells the node (`Resume`) it may queue more.
+//! a chunk read whole after the node stalled tells it (`Resume`) it may queue more.
 
 use std::future::Future;
 use std::io;
@@ -19,7 +19,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use super::command::{CHUNK, Chunk, Command};
+use super::command::{CHUNK, Chunk, Command, Stall};
 use crate::flow::FlowId;
 
 /// A TCP connection through the tunnel, from [`super::Netstack::connect_tcp`].
@@ -34,6 +34,7 @@ pub struct FlowStream {
     unacked: bool,
     credit: Arc<Notify>,
     waiting: Option<Pin<Box<OwnedNotified>>>,
+    stall: Stall,
     shut: bool,
     from_node: mpsc::Receiver<Chunk>,
     /// What is left of the chunk being read.
@@ -62,6 +63,7 @@ impl FlowStream {
         commands: &mpsc::Sender<Command>,
         from_node: mpsc::Receiver<Chunk>,
         credit: Arc<Notify>,
+        stall: Stall,
         cancel: CancellationToken,
     ) -> Self {
         Self {
@@ -70,6 +72,7 @@ impl FlowStream {
             unacked: false,
             credit,
             waiting: None,
+            stall,
             shut: false,
             from_node,
             reading: Bytes::new(),
@@ -134,7 +137,7 @@ impl AsyncRead for FlowStream {
                 let len = this.reading.len().min(buf.remaining());
                 buf.put_slice(&this.reading[..len]);
                 this.reading.advance(len);
-                if this.reading.is_empty() {
+                if this.reading.is_empty() && this.stall.take() {
                     this.resume_owed = true;
                     this.poll_resume(cx);
                 }

@@ -11,7 +11,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::command::{CHUNK, Chunk, Command};
+use super::command::{CHUNK, Chunk, Command, Stall};
 use crate::flow::FlowId;
 use crate::policy::Target;
 
@@ -24,6 +24,7 @@ pub(super) struct FlowEnds {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) from_node: mpsc::Receiver<Chunk>,
     pub(super) credit: Arc<Notify>,
+    pub(super) stall: Stall,
     pub(super) cancel: CancellationToken,
 }
 
@@ -69,6 +70,7 @@ async fn bridge_tcp(stream: TcpStream, ends: FlowEnds) {
         commands,
         mut from_node,
         credit,
+        stall,
         cancel,
     } = ends;
     let (mut reader, mut writer) = stream.into_split();
@@ -113,7 +115,9 @@ async fn bridge_tcp(stream: TcpStream, ends: FlowEnds) {
                         let _ = commands.send(Command::Abort(flow)).await;
                         return;
                     }
-                    let _ = commands.send(Command::Resume(flow)).await;
+                    if stall.take() {
+                        let _ = commands.send(Command::Resume(flow)).await;
+                    }
                 }
                 Chunk::Fin => {
                     let _ = writer.shutdown().await;

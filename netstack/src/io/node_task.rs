@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::{BatchSocket, RecvBatch, Run, SendBatch};
-use super::command::{CHUNK, Chunk, Command, FLOW_QUEUE};
+use super::command::{CHUNK, Chunk, Command, FLOW_QUEUE, Stall};
 use super::flow_stream::FlowStream;
 use super::flow_task::{FlowEnds, serve_tcp, serve_udp};
 use super::handle::{DriverError, Snapshot};
@@ -43,7 +43,7 @@ struct FlowIo {
     /// The real side finished; close once `pending` is sent.
     eof_pending: bool,
     /// The node has data for the real side, but its queue was full.
-    out_blocked: bool,
+    stall: Stall,
     /// The peer finished; tell the real side once its queue has room.
     fin_pending: bool,
     /// Lets the flow's reader send its next chunk.
@@ -67,7 +67,7 @@ impl FlowIo {
             to_real,
             pending: None,
             eof_pending: false,
-            out_blocked: false,
+            stall: Stall::default(),
             fin_pending: false,
             credit: Arc::new(Notify::new()),
             cancel: parent.child_token(),
@@ -87,6 +87,7 @@ impl FlowIo {
             commands: commands.clone(),
             from_node,
             credit: self.credit.clone(),
+            stall: self.stall.clone(),
             cancel: self.cancel.clone(),
         }
     }
@@ -420,6 +421,7 @@ impl NodeTask {
                     &self.commands,
                     waiter.from_node,
                     io.credit.clone(),
+                    io.stall.clone(),
                     io.cancel.clone(),
                 );
                 let _ = waiter.reply.send(Ok(stream));
@@ -560,12 +562,16 @@ impl NodeTask {
         if io.dial.is_some() {
             return;
         }
-        io.out_blocked = false;
         loop {
             let permit = match io.to_real.try_reserve() {
                 Ok(permit) => permit,
                 Err(mpsc::error::TrySendError::Full(())) => {
-                    io.out_blocked = true;
+                    io.stall.set();
+                    // The reader may have taken chunks between the two: it saw no stall
+                    // then, so look again rather than wait for a Resume that may not come.
+                    if io.to_real.capacity() > 0 {
+                        continue;
+                    }
                     return;
                 }
                 // Nobody reads the flow any more (its stream was dropped): what arrives
