@@ -84,7 +84,8 @@ impl FlowStream {
     }
 
     /// Ready once the node took the last chunk written (it gives credit when it has, and
-    /// when it resets the flow).
+    /// when it resets the flow). As with a socket, a write after a reset may be taken; the
+    /// one after it fails.
     fn poll_credit(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.unacked {
             let credit = &self.credit;
@@ -94,9 +95,9 @@ impl FlowStream {
             ready!(waiting.as_mut().poll(cx));
             self.waiting = None;
             self.unacked = false;
-        }
-        if self.cancel.is_cancelled() {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            if self.cancel.is_cancelled() {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
         }
         Poll::Ready(Ok(()))
     }

@@ -111,8 +111,8 @@ pub(super) struct NodeTask {
     /// The stream task, while one is wanted.
     relay_stream: Option<StreamLink>,
     stream_generation: u64,
-    /// How long to poll after a quiet wake-up: [`SPIN`], or zero.
-    spin: std::time::Duration,
+    /// Polling after quiet wake-ups: for [`SPIN`], or never.
+    spin: Spin,
 }
 
 impl NodeTask {
@@ -137,7 +137,7 @@ impl NodeTask {
             relay_dialer: None,
             relay_stream: None,
             stream_generation: 0,
-            spin: SPIN,
+            spin: Spin::new(Instant::now(), SPIN),
             cancel: cancel.clone(),
             tasks: tasks.clone(),
         }
@@ -145,13 +145,13 @@ impl NodeTask {
 
     /// Polls for `length` after a quiet wake-up instead of [`SPIN`] (zero: never).
     pub(super) fn spinning(mut self, length: std::time::Duration) -> Self {
-        self.spin = length;
+        self.spin = Spin::new(Instant::now(), length);
         self
     }
 
     pub(super) async fn run(mut self) {
         let mut received = RecvBatch::default();
-        let mut spin = Spin::new(Instant::now(), self.spin);
+        let mut spin = self.spin;
         loop {
             self.drain_outputs().await;
             let deadline = self.node.poll_timeout();
