@@ -247,8 +247,10 @@ async fn the_dashboard_shows_a_share_revokes_it_and_manages_keys_in_a_real_brows
     browser.click("button[value=approve]").await;
     waiting.json_line(Duration::from_secs(20));
 
-    // Sign out ends the session.
+    // Sign out ends the session: its redirect lands on the signed-out page, and the page
+    // stays signed out when opened again. (Opening it at once raced the sign-out's POST.)
     browser.click(".signout button").await;
+    browser.wait_for_text("connect dashboard", false).await;
     browser.goto(&world.hub_url).await;
     browser.wait_for_text("connect dashboard", false).await;
     browser.close().await;
