@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, mpsc};
@@ -30,6 +30,8 @@ pub struct FlowStream {
     flow: FlowId,
     /// Data and EOF to the node.
     writes: PollSender<Command>,
+    /// Where written chunks are copied, one allocation reused.
+    out: BytesMut,
     /// The last chunk written is not taken yet; the next write waits for the credit.
     unacked: bool,
     credit: Arc<Notify>,
@@ -69,6 +71,7 @@ impl FlowStream {
         Self {
             flow,
             writes: PollSender::new(commands.clone()),
+            out: BytesMut::new(),
             unacked: false,
             credit,
             waiting: None,
@@ -176,9 +179,16 @@ impl AsyncWrite for FlowStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        ready!(this.writes.poll_reserve(cx)).map_err(|_| stopped())?;
+        // As the serving side's bridge does: chunks split off one buffer, whose room
+        // `reserve` takes back once the node let go of them (it has, once it gave credit).
         let len = buf.len().min(CHUNK);
-        let chunk = Bytes::copy_from_slice(&buf[..len]);
-        ready!(this.poll_send(cx, Command::Data(this.flow, chunk)))?;
+        this.out.reserve(len);
+        this.out.extend_from_slice(&buf[..len]);
+        let chunk = this.out.split().freeze();
+        this.writes
+            .send_item(Command::Data(this.flow, chunk))
+            .map_err(|_| stopped())?;
         this.unacked = true;
         Poll::Ready(Ok(len))
     }
