@@ -198,6 +198,8 @@ impl HubPeer {
             endpoint: Some(relay::synthetic_endpoint(slot)),
             persistent_keepalive: Some(25),
             policy: Policy::default(),
+            // A sharer's packets end in its userspace stack, never in a kernel.
+            needs_checksums: false,
         });
         // A stopped tunnel shows at the next connection; the shares are unaffected.
         let _ = self.peers.lock().await.set(&self.net, wanted).await;

@@ -92,12 +92,15 @@ impl Bench {
         };
         let mut sharer = Node::new(config(sk.clone(), SHARER_IP), 1, now);
         let mut joiner = Node::new(config(jk.clone(), JOINER_IP), 2, now);
-        let peer = |key: &StaticSecret, ip, endpoint, policy| PeerConfig {
+        // As the agents do: a sharer cannot know whether a joiner's packets end in a
+        // kernel, a joiner knows its sharer runs this stack.
+        let peer = |key: &StaticSecret, ip, endpoint, policy, needs_checksums| PeerConfig {
             public_key: PublicKey::from(key),
             allowed_ips: vec![Ipv4Net::new(ip, 32).unwrap()],
             endpoint,
             persistent_keepalive: None,
             policy,
+            needs_checksums,
         };
         let policy = Policy {
             routes: vec![Route {
@@ -108,9 +111,17 @@ impl Bench {
             all_ports: None,
             closed_tcp: Vec::new(),
         };
-        sharer.add_peer(peer(&jk, JOINER_IP, None, policy)).unwrap();
+        sharer
+            .add_peer(peer(&jk, JOINER_IP, None, policy, true))
+            .unwrap();
         joiner
-            .add_peer(peer(&sk, SHARER_IP, Some(sharer_addr), Policy::default()))
+            .add_peer(peer(
+                &sk,
+                SHARER_IP,
+                Some(sharer_addr),
+                Policy::default(),
+                false,
+            ))
             .unwrap();
         Self {
             sharer,

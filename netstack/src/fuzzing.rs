@@ -98,6 +98,7 @@ fn peer(secret: &StaticSecret, ip: Ipv4Addr, at: SocketAddr, policy: Policy) -> 
         endpoint: Some(at),
         persistent_keepalive: None,
         policy,
+        needs_checksums: true,
     }
 }
 

@@ -343,7 +343,7 @@ impl Node {
         self.stack.poll(self.now);
         let mut others = std::collections::VecDeque::new();
         let mut sealed = vec![0u8; MIN_DST.max(self.config.mtu + OVERHEAD)];
-        while let Some(packet) = self.stack.device.tx.pop_front() {
+        while let Some(mut packet) = self.stack.device.tx.pop_front() {
             let for_peer = packet::ipv4_addresses(&packet)
                 .and_then(|(_, dst)| self.sessions.route_ipv4(dst))
                 == Some(index);
@@ -351,7 +351,7 @@ impl Node {
                 others.push_back(packet);
                 continue;
             }
-            if let Some(transmit) = self.seal(&packet, &mut sealed) {
+            if let Some(transmit) = self.seal(&mut packet, &mut sealed) {
                 self.control
                     .push_back((transmit.dst, sealed[..transmit.len].to_vec()));
             }
@@ -531,7 +531,7 @@ impl Node {
                 }
                 continue;
             }
-            let Some(packet) = self.stack.device.tx.pop_front() else {
+            let Some(mut packet) = self.stack.device.tx.pop_front() else {
                 if !self.egress_blocked {
                     return None;
                 }
@@ -541,7 +541,7 @@ impl Node {
                 }
                 continue;
             };
-            let sealed = self.seal(&packet, buf);
+            let sealed = self.seal(&mut packet, buf);
             self.stack.device.pool.give(packet);
             if let Some(transmit) = sealed {
                 self.stats.tx_datagrams += 1;
@@ -550,13 +550,16 @@ impl Node {
         }
     }
 
-    fn seal(&mut self, packet: &[u8], buf: &mut [u8]) -> Option<Transmit> {
+    fn seal(&mut self, packet: &mut [u8], buf: &mut [u8]) -> Option<Transmit> {
         let Some(peer) =
             packet::ipv4_addresses(packet).and_then(|(_, dst)| self.sessions.route_ipv4(dst))
         else {
             self.stats.no_route += 1;
             return None;
         };
+        if self.sessions.needs_checksums(peer) {
+            packet::fill_tcp_checksum(packet);
+        }
         if buf.len() < (packet.len() + OVERHEAD).max(MIN_DST) {
             tracing::warn!(
                 len = packet.len(),

@@ -90,6 +90,25 @@ pub(crate) fn inspect(packet: &[u8]) -> Option<Inspected> {
     }
 }
 
+/// Fills in the checksum of a TCP segment our stack left without one (smoltcp writes zero
+/// there: see the device's capabilities). A segment that already has one, or anything else,
+/// is left as it is; a real checksum of zero is recomputed to the same zero.
+pub(crate) fn fill_tcp_checksum(packet: &mut [u8]) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(packet) else {
+        return;
+    };
+    if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+        return;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return;
+    };
+    if tcp.checksum() == 0 {
+        tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    }
+}
+
 /// Writes a complete IPv4/UDP packet into `buf`, replacing its contents.
 pub(crate) fn write_udp(buf: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
     let udp = UdpRepr {

@@ -49,6 +49,12 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<u16>,
     /// What this peer may reach through our stack (serve side).
     pub policy: Policy,
+    /// Whether the TCP segments our stack sends this peer need checksums: yes when they may
+    /// end in a kernel (a TUN joiner's), which drops a segment without one. A peer known to
+    /// run this userspace stack (a sharer, the hub's own peer) does without: WireGuard's
+    /// AEAD already vouches for every byte, and the checksum pass was a tenth of a sharer's
+    /// CPU in a download.
+    pub needs_checksums: bool,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -518,6 +524,13 @@ impl Sessions {
                 }
             }
         }
+    }
+
+    /// See [`PeerConfig::needs_checksums`]; true for a peer that is gone, to be safe.
+    pub(crate) fn needs_checksums(&self, index: u32) -> bool {
+        self.peers
+            .get(&index)
+            .is_none_or(|peer| peer.config.needs_checksums)
     }
 
     pub(crate) fn route_ipv4(&self, dst: Ipv4Addr) -> Option<u32> {

@@ -674,6 +674,84 @@ fn raw_mode_carries_whole_ip_packets() {
     assert_eq!(&got[28..], b"answer");
 }
 
+/// The sharer's answer to a SYN from the TUN joiner's kernel, as the kernel would get it.
+fn syn_ack_to_raw_joiner(needs_checksums: bool) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+    let mut pair = raw_joiner_that_spoke();
+    let joiner_key = PublicKey::from(&key(2));
+    pair.sharer.node.remove_peer(&joiner_key).unwrap();
+    let mut config = peer(&key(2), JOINER_IP, None, sharer_policy());
+    config.needs_checksums = needs_checksums;
+    pair.sharer.node.add_peer(config).unwrap();
+
+    let (src, dst) = (
+        SocketAddrV4::new(JOINER_IP, 40000),
+        sharer_socket(ECHO_PORT),
+    );
+    let syn = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 64000,
+        window_scale: None,
+        max_seg_size: Some(1360),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 6, 0, 0];
+    packet[2..4].copy_from_slice(&((20 + syn.buffer_len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&src.ip().octets());
+    packet.extend_from_slice(&dst.ip().octets());
+    packet.resize(20 + syn.buffer_len(), 0);
+    smoltcp::wire::Ipv4Packet::new_unchecked(&mut packet[..]).fill_checksum();
+    syn.emit(
+        &mut TcpPacket::new_unchecked(&mut packet[20..]),
+        &IpAddress::Ipv4(*src.ip()),
+        &IpAddress::Ipv4(*dst.ip()),
+        &ChecksumCapabilities::default(),
+    );
+    pair.joiner.node.handle_ip_packet(&packet, pair.now);
+
+    let mut reply = vec![0u8; 2048];
+    let mut got = None;
+    pair.drive_until(10_000, |p| {
+        p.accept_all();
+        while let Some(n) = p.joiner.node.poll_ip_packet(&mut reply) {
+            if reply[9] == 6 {
+                got = Some(reply[..n].to_vec());
+            }
+        }
+        got.is_some()
+    });
+    got.unwrap()
+}
+
+#[test]
+fn tcp_checksums_are_filled_in_only_for_peers_whose_kernel_checks_them() {
+    use smoltcp::wire::{IpAddress, TcpPacket};
+
+    let (joiner, sharer) = (IpAddress::Ipv4(JOINER_IP), IpAddress::Ipv4(SHARER_IP));
+    let kernel = syn_ack_to_raw_joiner(true);
+    let segment = TcpPacket::new_checked(&kernel[20..]).unwrap();
+    assert!(segment.syn() && segment.ack(), "not the SYN-ACK");
+    assert!(
+        segment.verify_checksum(&sharer, &joiner),
+        "a TUN joiner's kernel would drop this segment"
+    );
+
+    // A peer running this userspace stack (the hub's) is spared the pass over each payload.
+    let userspace = syn_ack_to_raw_joiner(false);
+    let segment = TcpPacket::new_checked(&userspace[20..]).unwrap();
+    assert!(segment.syn() && segment.ack(), "not the SYN-ACK");
+    assert_eq!(segment.checksum(), 0);
+}
+
 #[test]
 fn a_raw_joiner_admits_answers_only_never_the_sharers_own_connections() {
     // The joiner talks first (the sharer learns where it is), as a joiner does.

@@ -251,6 +251,8 @@ async fn open_tunnel(
         endpoint: Some(relay::synthetic_endpoint(share.sharer_relay_id)),
         persistent_keepalive: Some(25),
         policy: Policy::default(),
+        // A sharer's packets end in its userspace stack, never in a kernel.
+        needs_checksums: false,
     })
     .await?;
     if share.approve {

@@ -231,6 +231,8 @@ impl<'a> Agent<'a> {
             endpoint: Some(relay::synthetic_endpoint(hub.relay_id)),
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: hub_policy(&shares),
+            // The hub's peer is this userspace stack too.
+            needs_checksums: false,
         });
         if let Err(err) = self.hub.set(self.net, wanted).await {
             tracing::warn!(%err, "cannot configure the hub's peer for public URLs");
@@ -383,6 +385,8 @@ impl<'a> Agent<'a> {
             endpoint: Some(relay::synthetic_endpoint(peer.relay_id)),
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: policy_of(share),
+            // A joiner with a TUN device hands our segments to its kernel.
+            needs_checksums: true,
         })
     }
 

@@ -140,6 +140,7 @@ pub fn peer(
         endpoint,
         persistent_keepalive: None,
         policy,
+        needs_checksums: true,
     }
 }
 
