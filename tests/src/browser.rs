@@ -1,7 +1,8 @@
 //! Debian's headless Chromium driven through chromedriver (WebDriver, by `fantoccini`):
 //! a fresh profile per browser, no background networking (the test machine's network is
-//! closed), stopped by PID with the test.
+//! closed), stopped by its process group with the test.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::{Proc, eventually, free_port};
 pub struct Browser {
     pub client: Client,
     shots: PathBuf,
-    _driver: Proc,
+    driver: Proc,
 }
 
 impl Browser {
@@ -28,7 +29,10 @@ impl Browser {
         let driver = Proc::start(
             dir,
             &format!("{what}-chromedriver"),
-            Command::new("chromedriver").arg(format!("--port={port}")),
+            // Its own process group, which its Chromium joins: see `Drop`.
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .process_group(0),
             false,
         );
         let status = format!("http://127.0.0.1:{port}/status");
@@ -59,7 +63,7 @@ impl Browser {
         Self {
             client,
             shots: shots.to_owned(),
-            _driver: driver,
+            driver,
         }
     }
 
@@ -124,6 +128,16 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// Stopping chromedriver mid-session (a test that panicked) leaves the Chromium it
+    /// started running; the group chromedriver leads holds exactly what it started.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.pid())])
+            .status();
     }
 }
