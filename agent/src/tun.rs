@@ -4,6 +4,26 @@
 
 use std::net::Ipv4Addr;
 
+/// Whether this process may make a TUN device: CAP_NET_ADMIN among its effective
+/// capabilities (`CapEff` in `/proc/self/status`). True when that cannot be read, so a
+/// join only runs in user space for certain when it must.
+pub fn permitted() -> bool {
+    std::fs::read_to_string("/proc/self/status").map_or(true, |status| {
+        effective_caps(&status).is_none_or(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+    })
+}
+
+/// linux/capability.h
+const CAP_NET_ADMIN: u32 = 12;
+
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
 pub struct Tun {
     pub device: tun_rs::AsyncDevice,
     pub name: String,
@@ -29,4 +49,22 @@ pub fn create(local: Ipv4Addr, machine: Ipv4Addr, mtu: u16) -> std::io::Result<T
     let name = device.name()?;
     tracing::debug!(%name, offload = device.tcp_gso(), "TUN device up");
     Ok(Tun { device, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_net_admin_is_read_from_the_effective_set() {
+        let root = "Name:\tconnect\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let user = "CapPrm:\t0000000000001000\nCapEff:\t0000000000000000\n";
+        assert_eq!(effective_caps(root), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps(user), Some(0));
+        assert_eq!(effective_caps("CapEff:\tnot hex\n"), None);
+        assert_eq!(
+            effective_caps(root).map(|c| c & (1 << CAP_NET_ADMIN) != 0),
+            Some(true)
+        );
+    }
 }

@@ -673,11 +673,25 @@ async fn shares_are_created_listed_revoked_and_joined() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 
-    let join = json!({"lookup": hex64(1), "key_mac": hex64(0xbb)});
+    let me = hub
+        .call(Method::GET, routes::ME, Some(&alice), None)
+        .await
+        .1;
+    let mut events = hub.state.events.subscribe(me["agent_id"].as_str().unwrap());
+    let join = json!({"lookup": hex64(1), "key_mac": hex64(0xbb), "userspace": true});
     let (status, joined) = hub
         .call(Method::POST, routes::JOIN, Some(&bob), Some(join.clone()))
         .await;
     assert_eq!(status, StatusCode::OK, "{joined}");
+    // The sharer hears of the joiner as it described itself (a user-space joiner needs no
+    // TCP checksums from it).
+    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Some(StreamEvent::PeerJoined { peer })) => {
+            assert_eq!(peer.allowed_ip.to_string(), "172.16.0.3");
+            assert!(peer.userspace, "{peer:?}");
+        }
+        other => panic!("no PeerJoined for the sharer: {other:?}"),
+    }
     assert_eq!(joined["machine_ip"], "172.16.0.2");
     assert_eq!(joined["joiner_ip"], "172.16.0.3");
     assert_eq!(joined["sharer_key_mac"], hex64(0xaa));

@@ -71,7 +71,8 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
     // The tunnel's socket comes first: its port goes with our LAN addresses to the sharer.
     let socket = connect_netstack::io::tunnel_socket().await?;
     let candidates = crate::candidates::local(socket.local_addr()?.port());
-    let joined = enter(ctx, &args.code, candidates).await?;
+    let userspace = userspace_for_certain(&args);
+    let joined = enter(ctx, &args.code, candidates, userspace.is_some()).await?;
     // With --ssh, the key is fetched and opened before any tunnel: a wrong password
     // fails at once.
     let ssh = if args.ssh {
@@ -86,7 +87,7 @@ pub async fn run(ctx: &Context, args: JoinArgs) -> anyhow::Result<ExitCode> {
             println!("==> connect: Connecting to: {}", joined.share.name);
         }
     }
-    let tunnel = open_tunnel(&joined, &args, socket).await?;
+    let tunnel = open_tunnel(&joined, &args, userspace, socket).await?;
     if let Some((user, key)) = ssh {
         let address = ssh_address(&tunnel, &joined.share)?;
         if ctx.json {
@@ -129,6 +130,7 @@ async fn enter(
     ctx: &Context,
     code: &str,
     candidates: Vec<std::net::SocketAddr>,
+    userspace: bool,
 ) -> anyhow::Result<Joined> {
     let code = ShareCode::parse(code).ok_or(Fail::ShareNotFound)?;
     let secret = StaticSecret::from(rand::random::<[u8; 32]>());
@@ -152,6 +154,7 @@ async fn enter(
             lookup: code.lookup(),
             key_mac: code.mac(Role::Joiner, public.as_bytes()),
             candidates,
+            userspace,
         })
         .await?;
     if !code.verify(
@@ -207,16 +210,31 @@ async fn open_ssh_key(joined: &Joined) -> anyhow::Result<(String, Zeroizing<Stri
     Ok((user, key))
 }
 
+/// Why this join will run in user space, when that is certain before joining: `--no-tun`,
+/// or no CAP_NET_ADMIN to make a TUN device with. The sharer is told (it then leaves out
+/// checksums no kernel will check); a TUN that fails for another reason is found later.
+fn userspace_for_certain(args: &JoinArgs) -> Option<String> {
+    if args.no_tun {
+        Some("--no-tun".to_owned())
+    } else if !crate::tun::permitted() {
+        Some("no TUN device: this needs CAP_NET_ADMIN".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Brings the shared machine up: a TUN interface where the kernel allows one, else user
 /// space with local forwards and a SOCKS5 proxy; returns once WireGuard has a session.
+/// Never a TUN after telling the sharer `userspace`: its segments would lack checksums.
 async fn open_tunnel(
     joined: &Joined,
     args: &JoinArgs,
+    userspace: Option<String>,
     socket: UdpSocket,
 ) -> anyhow::Result<Tunnel> {
     let share = &joined.share;
-    let (tun, why) = if args.no_tun {
-        (None, "--no-tun".to_owned())
+    let (tun, why) = if let Some(why) = userspace {
+        (None, why)
     } else {
         match crate::tun::create(share.joiner_ip, share.machine_ip, MTU) {
             Ok(tun) => (Some(tun), String::new()),

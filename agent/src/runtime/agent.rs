@@ -386,7 +386,7 @@ impl<'a> Agent<'a> {
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: policy_of(share),
             // A joiner with a TUN device hands our segments to its kernel.
-            needs_checksums: true,
+            needs_checksums: !peer.userspace,
         })
     }
 

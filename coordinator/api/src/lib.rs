@@ -479,6 +479,10 @@ pub struct JoinRequest {
     /// sharer so two machines behind one NAT find each other directly.
     #[serde(default)]
     pub candidates: Vec<std::net::SocketAddr>,
+    /// The joiner runs in user space (no TUN device): no kernel checks the TCP checksums of
+    /// what the sharer sends it, so the sharer may leave them out. Only said when certain.
+    #[serde(default)]
+    pub userspace: bool,
 }
 
 /// Everything a joiner needs to reach the shared machine.
@@ -518,6 +522,10 @@ pub struct JoinedPeer {
     /// probes them. Empty in a snapshot.
     #[serde(default)]
     pub candidates: Vec<std::net::SocketAddr>,
+    /// As the joiner said in its `JoinRequest`; false in a snapshot (checksums kept, which
+    /// is right for any joiner).
+    #[serde(default)]
+    pub userspace: bool,
 }
 
 /// What the hub pushes on an agent's stream (server-sent events, one JSON per event).

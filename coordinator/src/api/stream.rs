@@ -50,6 +50,7 @@ pub async fn stream(
             relay_id: join.relay_id,
             agent: join.agent_name,
             candidates: Vec::new(),
+            userspace: false,
         });
     }
     let snapshot = StreamEvent::Snapshot { peers };

@@ -77,6 +77,7 @@ pub async fn join(
         relay_id: agent.relay_id,
         agent: agent.name.clone(),
         candidates: candidates(&req.candidates),
+        userspace: req.userspace,
     };
     announce(state, &share.agent_id, sharer.relay_id, peer, first).await;
     tracing::info!(share = %share.public_name, agent = %agent.id, %from, "joined");
