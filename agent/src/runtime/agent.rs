@@ -385,8 +385,14 @@ impl<'a> Agent<'a> {
             endpoint: Some(relay::synthetic_endpoint(peer.relay_id)),
             persistent_keepalive: Some(KEEPALIVE_SECS),
             policy: policy_of(share),
-            // A joiner with a TUN device hands our segments to its kernel.
-            needs_checksums: !peer.userspace,
+            // A joiner with a TUN device hands our segments to its kernel. The hub's
+            // snapshots do not keep what the joiner said; what it said before stands (a
+            // changed config would end the peer's flows).
+            needs_checksums: !peer.userspace
+                && self
+                    .joiners
+                    .get(&PublicKey::from(peer.public_key.0))
+                    .is_none_or(|known| known.needs_checksums),
         })
     }
 

@@ -522,8 +522,8 @@ pub struct JoinedPeer {
     /// probes them. Empty in a snapshot.
     #[serde(default)]
     pub candidates: Vec<std::net::SocketAddr>,
-    /// As the joiner said in its `JoinRequest`; false in a snapshot (checksums kept, which
-    /// is right for any joiner).
+    /// As the joiner said in its `JoinRequest`; false in a snapshot (not stored: a sharer
+    /// keeps what it heard in `PeerJoined`, and checksums are right for any joiner).
     #[serde(default)]
     pub userspace: bool,
 }

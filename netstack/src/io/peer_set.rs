@@ -35,6 +35,10 @@ impl PeerSet {
         self.peers.contains_key(key)
     }
 
+    pub fn get(&self, key: &PublicKey) -> Option<&PeerConfig> {
+        self.peers.get(key)
+    }
+
     pub fn configs(&self) -> impl Iterator<Item = &PeerConfig> {
         self.peers.values()
     }
