@@ -557,9 +557,6 @@ impl Node {
             self.stats.no_route += 1;
             return None;
         };
-        if self.sessions.needs_checksums(peer) {
-            packet::fill_tcp_checksum(packet);
-        }
         if buf.len() < (packet.len() + OVERHEAD).max(MIN_DST) {
             tracing::warn!(
                 len = packet.len(),

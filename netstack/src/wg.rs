@@ -364,13 +364,14 @@ impl Sessions {
         }
     }
 
-    /// Seals one IP packet for `peer` into `dst`. Returns where to send it and its length;
-    /// `None` when nothing can go out now (no endpoint, or the packet waits in boringtun for
-    /// a handshake, whose initiation is then returned instead).
+    /// Seals one IP packet for `peer` into `dst`, its TCP checksum filled in first if the
+    /// peer needs one (see [`PeerConfig::needs_checksums`]). Returns where to send it and
+    /// its length; `None` when nothing can go out now (no endpoint, or the packet waits in
+    /// boringtun for a handshake, whose initiation is then returned instead).
     pub(crate) fn encapsulate(
         &mut self,
         index: u32,
-        packet: &[u8],
+        packet: &mut [u8],
         dst: &mut [u8],
         stats: &mut Stats,
     ) -> Option<(SocketAddr, usize)> {
@@ -379,6 +380,9 @@ impl Sessions {
             stats.tx_no_endpoint += 1;
             return None;
         };
+        if peer.config.needs_checksums {
+            crate::packet::fill_tcp_checksum(packet);
+        }
         match peer.tunn.encapsulate(packet, dst) {
             TunnResult::WriteToNetwork(out) => Some((endpoint, out.len())),
             TunnResult::Done => None,
@@ -524,13 +528,6 @@ impl Sessions {
                 }
             }
         }
-    }
-
-    /// See [`PeerConfig::needs_checksums`]; true for a peer that is gone, to be safe.
-    pub(crate) fn needs_checksums(&self, index: u32) -> bool {
-        self.peers
-            .get(&index)
-            .is_none_or(|peer| peer.config.needs_checksums)
     }
 
     pub(crate) fn route_ipv4(&self, dst: Ipv4Addr) -> Option<u32> {
