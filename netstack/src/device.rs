@@ -115,8 +115,8 @@ impl phy::Device for InMemoryDevice {
         // Every packet that reaches this device was opened by WireGuard, whose AEAD tag
         // already proved it is what the peer sent; verifying IP, TCP and UDP checksums
         // again only costs a pass over each payload (Linux's WireGuard marks such packets
-        // checksum-unnecessary too). On the way out TCP checksums are left to the node,
-        // which fills them in only for a peer whose kernel will check them
+        // checksum-unnecessary too). On the way out TCP checksums are filled in while
+        // sealing (`Sessions::encapsulate`), only for a peer whose kernel will check them
         // (`PeerConfig::needs_checksums`); the rest are short headers.
         caps.checksum.ipv4 = Checksum::Tx;
         caps.checksum.tcp = Checksum::None;

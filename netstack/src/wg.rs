@@ -51,7 +51,8 @@ pub struct PeerConfig {
     pub policy: Policy,
     /// Whether the TCP segments our stack sends this peer need checksums: yes when they may
     /// end in a kernel (a TUN joiner's), which drops a segment without one. A peer known to
-    /// run this userspace stack (a sharer, the hub's own peer) does without: WireGuard's
+    /// run this userspace stack (a sharer, the hub's own peer, a joiner that said it runs in
+    /// user space) does without: WireGuard's
     /// AEAD already vouches for every byte, and the checksum pass was a tenth of a sharer's
     /// CPU in a download.
     pub needs_checksums: bool,
