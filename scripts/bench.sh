@@ -192,8 +192,8 @@ if command -v wrk >/dev/null; then
   fi
   keys=$(rathole --genkey)
   rathole_private=$(echo "$keys" | sed -n 2p); rathole_public=$(echo "$keys" | sed -n 5p)
-  rathole_pair() { # rathole_pair NAME CONTROL_PORT VISITOR_PORT tcp|noise
-    local side transport
+  rathole_pair() { # rathole_pair NAME CONTROL_PORT VISITOR_PORT tcp|noise; sets rathole_NAME_pids
+    local side transport server
     for side in server client; do
       transport="[$side.transport]"$'\n'"type = \"$4\""
       if [ "$4" = noise ] && [ $side = server ]; then
@@ -210,23 +210,34 @@ if command -v wrk >/dev/null; then
       fi
     done
     ip netns exec "$p-hub" rathole -s "$dir/rathole-$1-server.toml" >"$dir/rathole-$1-server.log" 2>&1 & pids+=($!)
+    server=$!
     ip netns exec "$p-sharer" rathole -c "$dir/rathole-$1-client.toml" >"$dir/rathole-$1-client.log" 2>&1 & pids+=($!)
+    printf -v "rathole_$1_pids" '%s %s' "$server" "$!"
     for _ in $(seq 200); do on joiner curl -sf -o /dev/null "http://10.88.2.1:$3/index.html" && break; sleep 0.05; done
   }
   rathole_pair plain 2333 8081 tcp
   rathole_pair noise 2334 8082 noise
-  # wrk prints "Requests/sec: N" and, with --latency, "99% T" (T with its unit). A 5 s
-  # run's p99 moves by half from run to run here: each path runs three times, the paths
-  # taking turns, and the medians are shown.
-  wrk_sample() { # wrk_sample NAME URL [Host header]: "req/s p99-ms" appended to $dir/wrk.NAME
-    local args=(-t2 -c16 -d5s --latency)
-    [ -n "${3:-}" ] && args+=(-H "Host: $3")
-    on joiner wrk "${args[@]}" "$2" | awk '/Requests\/sec/ {r=$2}
+  # wrk prints "N requests in", "Requests/sec: N" and, with --latency, "99% T" (T with its
+  # unit). A 5 s run's p99 moves by half from run to run here: each path runs three times,
+  # the paths taking turns, and the medians are shown. Beside them, the CPU time the two
+  # ends of the tunnel (hub and sharer, or rathole's server and client) spent per request:
+  # unlike the rate, it does not follow how busy the machine's host is that hour.
+  cpu_ticks() { local pid t=0; for pid in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo "$t"; }
+  wrk_sample() { # wrk_sample NAME "PIDS" URL [Host header]: "req/s p99-ms cpu-µs/req" appended to $dir/wrk.NAME
+    local args=(-t2 -c16 -d5s --latency) before out
+    [ -n "${4:-}" ] && args+=(-H "Host: $4")
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $2)
+    out=$(on joiner wrk "${args[@]}" "$3")
+    # shellcheck disable=SC2086
+    echo "$out" | awk -v ticks="$(( $(cpu_ticks $2) - before ))" -v hz="$(getconf CLK_TCK)" '
+      $2=="requests" && $3=="in" {n=$1} /Requests\/sec/ {r=$2}
       $1=="99%" {v=$2+0; u=$2; sub(/^[0-9.]+/, "", u); if (u=="us") v/=1000; else if (u=="s") v*=1000}
-      END {printf "%.0f %.2f\n", r, v}' >>"$dir/wrk.$1"
+      END {printf "%.0f %.2f %.1f\n", r, v, n ? ticks / hz / n * 1e6 : 0}' >>"$dir/wrk.$1"
   }
-  wrk_median() { # wrk_median NAME → "req/s p99", the medians of three runs
-    echo "$(cut -d' ' -f1 "$dir/wrk.$1" | sort -g | sed -n 2p) $(cut -d' ' -f2 "$dir/wrk.$1" | sort -g | sed -n 2p)ms"
+  wrk_median() { # wrk_median NAME → "req/s p99 cpu", the medians of three runs
+    local column
+    for column in 1 2 3; do cut -d' ' -f"$column" "$dir/wrk.$1" | sort -g | sed -n 2p; done | paste -sd' '
   }
   # One 50 MB download lasts ~0.2 s here, where a scheduling hiccup moves it by a third:
   # each path downloads five times, the paths taking turns, and the median is shown.
@@ -238,15 +249,15 @@ if command -v wrk >/dev/null; then
   median_gbps() { sort -g "$dir/big.$1" | sed -n 3p | python3 -c 'import sys; print("%.2f" % (float(sys.stdin.read())*8/1e9))'; }
   for _ in $(seq 100); do on joiner curl -sf -o /dev/null -H "Host: $public_host" "http://10.88.2.1:7070/" && break; sleep 0.1; done
   for _ in 1 2 3; do
-    wrk_sample direct http://10.88.1.2:8080/index.html
-    wrk_sample rathole http://10.88.2.1:8081/index.html
-    wrk_sample noise http://10.88.2.1:8082/index.html
-    wrk_sample hub http://10.88.2.1:7070/index.html "$public_host"
+    wrk_sample direct "" http://10.88.1.2:8080/index.html
+    wrk_sample rathole "$rathole_plain_pids" http://10.88.2.1:8081/index.html
+    wrk_sample noise "$rathole_noise_pids" http://10.88.2.1:8082/index.html
+    wrk_sample hub "$hub_pid $sharer_pid" http://10.88.2.1:7070/index.html "$public_host"
   done
-  read -r direct_rps direct_p99 <<<"$(wrk_median direct)"
-  read -r rh_rps rh_p99 <<<"$(wrk_median rathole)"
-  read -r rhn_rps rhn_p99 <<<"$(wrk_median noise)"
-  read -r hub_rps hub_p99 <<<"$(wrk_median hub)"
+  read -r direct_rps direct_p99 _ <<<"$(wrk_median direct)"
+  read -r rh_rps rh_p99 rh_cpu <<<"$(wrk_median rathole)"
+  read -r rhn_rps rhn_p99 rhn_cpu <<<"$(wrk_median noise)"
+  read -r hub_rps hub_p99 hub_cpu <<<"$(wrk_median hub)"
   for _ in 1 2 3 4 5; do
     download direct http://10.88.1.2:8080/big.bin
     download rathole http://10.88.2.1:8081/big.bin
@@ -256,16 +267,16 @@ if command -v wrk >/dev/null; then
   direct_big=$(median_gbps direct); rh_big=$(median_gbps rathole)
   rhn_big=$(median_gbps noise); hub_big=$(median_gbps hub)
   hub_rss=$(rss "$hub_pid")
-  public_row() { # public_row NAME RPS P99 BIG
-    echo "| $1 | $2 | $3 | $4 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$4" "$rhn_big") download |"
+  public_row() { # public_row NAME RPS P99 CPU BIG
+    echo "| $1 | $2 | ${3}ms | $4 | $5 Gbit/s | $(ratio "$2" "$rhn_rps") req/s, $(ratio "$5" "$rhn_big") download |"
   }
   echo
-  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s; median of 3) | p99 (median of 3) | 50 MB download (median of 5) | vs rathole with Noise |"
-  echo "|---|---|---|---|---|"
-  public_row "nginx directly" "$direct_rps" "$direct_p99" "$direct_big"
-  public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_big"
-  public_row "rathole with its Noise transport (encrypted, as ours is)" "$rhn_rps" "$rhn_p99" "$rhn_big"
-  public_row "connect, the hub's public URL (hub RSS after: $hub_rss)" "$hub_rps" "$hub_p99" "$hub_big"
+  echo "| public HTTP (nginx, one worker, on the sharer; visitor on a third host) | requests/s (wrk, 2 threads, 16 conns, 5 s; median of 3) | p99 (median of 3) | CPU µs per request, both tunnel ends (median of 3) | 50 MB download (median of 5) | vs rathole with Noise |"
+  echo "|---|---|---|---|---|---|"
+  public_row "nginx directly" "$direct_rps" "$direct_p99" "—" "$direct_big"
+  public_row "rathole, plain TCP (server on the hub's host, client on the sharer)" "$rh_rps" "$rh_p99" "$rh_cpu" "$rh_big"
+  public_row "rathole with its Noise transport (encrypted, as ours is)" "$rhn_rps" "$rhn_p99" "$rhn_cpu" "$rhn_big"
+  public_row "connect, the hub's public URL (hub RSS after: $hub_rss)" "$hub_rps" "$hub_p99" "$hub_cpu" "$hub_big"
   printf '%s\t%s\n' \
     "nginx directly" "$direct_rps" "rathole, plain TCP" "$rh_rps" \
     "rathole, Noise" "$rhn_rps" "connect public URL" "$hub_rps" \
