@@ -1,10 +1,14 @@
 //! The public URLs' access log, written off the request path: each finished request
 //! queues its row, and one writer task stores what has queued in one transaction, so a
-//! busy URL costs the database a write per batch, not per request. When the database
-//! falls behind by more than [`QUEUE`] rows, new rows are dropped and counted.
+//! busy URL costs the database a write per batch, not per request. A share logs at most
+//! [`PER_SECOND`] requests a second: the store keeps only a share's newest ten thousand
+//! rows anyway, and under a load test writing every row cost the proxy a tenth of its
+//! tail latency for rows pruned a few seconds later. When the database falls behind by
+//! more than [`QUEUE`] rows, new rows are dropped. Both are counted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -15,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Requests logged per share in one second at most; the rest of that second's are counted
+/// (`connect_access_log_over_rate_total`), not logged.
+pub const PER_SECOND: u32 = 1_000;
 /// Rows waiting for the writer.
 const QUEUE: usize = 16 * 1024;
 /// Rows stored per transaction at most.
@@ -41,18 +48,25 @@ impl AccessLog {
     }
 
     /// The row of a request to share `lookup`, queued when it is dropped (when the
-    /// response body ends, or the visitor goes away); 502 until an answer comes.
+    /// response body ends, or the visitor goes away); 502 until an answer comes. Empty
+    /// when the share has logged its [`PER_SECOND`] this second.
     pub fn start(
         &self,
-        lookup: Arc<str>,
+        lookup: &Arc<str>,
+        allowance: &Allowance,
         at: time::OffsetDateTime,
         request: &Request,
         client: Option<SocketAddr>,
     ) -> Entry {
-        Entry {
+        let second = u64::try_from(at.unix_timestamp()).unwrap_or_default();
+        if !allowance.take(second) {
+            Metrics::add(&self.metrics.access_log_over_rate, 1);
+            return Entry(None);
+        }
+        Entry(Some(Pending {
             log: self.clone(),
-            lookup,
-            row: Some(HttpLogEntry {
+            lookup: lookup.clone(),
+            row: HttpLogEntry {
                 at,
                 method: request.method().to_string(),
                 path: request
@@ -66,42 +80,74 @@ impl AccessLog {
                 bytes: 0,
                 client: client.map_or_else(|| "unknown".into(), |c| c.ip().to_string()),
                 duration_ms: 0,
-            }),
+            },
             started: Instant::now(),
-        }
+        }))
     }
 }
 
-/// A request's row while it is served.
-pub struct Entry {
+/// How many requests a share has logged in the current second, for [`PER_SECOND`]: one
+/// atomic word in the share's in-memory entry (the second above, the count in the low 32
+/// bits), so the check costs no lock and no map lookup.
+#[derive(Debug, Default)]
+pub struct Allowance(AtomicU64);
+
+impl Allowance {
+    /// Takes one row for a request in the Unix second `second`; false once the share has
+    /// logged [`PER_SECOND`] in it. Any other second (the clock set back too) starts afresh.
+    fn take(&self, second: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                if packed >> 32 != second {
+                    Some(second << 32 | 1)
+                } else if packed & u64::from(u32::MAX) < u64::from(PER_SECOND) {
+                    Some(packed + 1)
+                } else {
+                    None
+                }
+            })
+            .is_ok()
+    }
+}
+
+/// A request's row while it is served; empty when over the share's rate.
+pub struct Entry(Option<Pending>);
+
+struct Pending {
     log: AccessLog,
     lookup: Arc<str>,
-    row: Option<HttpLogEntry>,
+    row: HttpLogEntry,
     started: Instant,
 }
 
 impl Entry {
     pub fn set_status(&mut self, status: u16) {
-        if let Some(row) = &mut self.row {
-            row.status = status;
+        if let Some(pending) = &mut self.0 {
+            pending.row.status = status;
         }
     }
 
     pub fn add_bytes(&mut self, bytes: usize) {
-        if let Some(row) = &mut self.row {
-            row.bytes += bytes as u64;
+        if let Some(pending) = &mut self.0 {
+            pending.row.bytes += bytes as u64;
         }
     }
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        let Some(mut row) = self.row.take() else {
+        let Some(Pending {
+            log,
+            lookup,
+            mut row,
+            started,
+        }) = self.0.take()
+        else {
             return;
         };
-        row.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if self.log.queue.try_send((self.lookup.clone(), row)).is_err() {
-            Metrics::add(&self.log.metrics.access_log_dropped, 1);
+        row.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if log.queue.try_send((lookup, row)).is_err() {
+            Metrics::add(&log.metrics.access_log_dropped, 1);
         }
     }
 }
@@ -157,13 +203,15 @@ mod tests {
         let cancel = CancellationToken::new();
         let writer = tokio::spawn(write(store.clone(), rows, cancel.clone()));
         let lookup: Arc<str> = "a".repeat(64).into();
+        let allowance = Allowance::default();
         for path in ["/one", "/two"] {
             let request = Request::builder()
                 .uri(path)
                 .body(axum::body::Body::empty())
                 .unwrap_or_default();
             let mut entry = log.start(
-                lookup.clone(),
+                &lookup,
+                &allowance,
                 time::OffsetDateTime::now_utc(),
                 &request,
                 None,
@@ -176,7 +224,8 @@ mod tests {
             .body(axum::body::Body::empty())
             .unwrap_or_default();
         drop(log.start(
-            lookup.clone(),
+            &lookup,
+            &allowance,
             time::OffsetDateTime::now_utc(),
             &request,
             None,
@@ -191,5 +240,34 @@ mod tests {
             written.iter().any(|row| row.status == 502),
             "the unanswered one"
         );
+    }
+
+    /// A share logs its first [`PER_SECOND`] requests of a second and counts the rest;
+    /// the next second it logs again.
+    #[test]
+    fn a_share_logs_at_most_its_rate_and_counts_the_rest() {
+        let metrics = Arc::new(Metrics::default());
+        let (log, _rows) = AccessLog::new(metrics.clone());
+        let lookup: Arc<str> = "b".repeat(64).into();
+        let allowance = Allowance::default();
+        let request = Request::builder()
+            .uri("/")
+            .body(axum::body::Body::empty())
+            .unwrap_or_default();
+        let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let entries: Vec<Entry> = (0..=PER_SECOND)
+            .map(|_| log.start(&lookup, &allowance, at, &request, None))
+            .collect();
+        assert!(entries[..PER_SECOND as usize].iter().all(|e| e.0.is_some()));
+        assert!(entries[PER_SECOND as usize].0.is_none(), "over the rate");
+        assert_eq!(metrics.access_log_over_rate.load(Ordering::Relaxed), 1);
+        let next = log.start(
+            &lookup,
+            &allowance,
+            at + time::Duration::SECOND,
+            &request,
+            None,
+        );
+        assert!(next.0.is_some(), "a new second");
     }
 }

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub proxy_requests: AtomicU64,
     /// Access-log rows dropped because the database fell behind.
     pub access_log_dropped: AtomicU64,
+    /// Requests not logged because their share had logged its rate that second.
+    pub access_log_over_rate: AtomicU64,
     pub errors: AtomicU64,
     pub started: Started,
     /// The relay's datagram count when the rate was last asked for.

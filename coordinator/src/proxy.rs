@@ -45,7 +45,7 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
     let Some(share) = state
         .public
         .get(name)
-        .filter(|share| share.expires_at > state.now_ms())
+        .filter(|share| share.row.expires_at > state.now_ms())
     else {
         return page(
             StatusCode::NOT_FOUND,
@@ -53,7 +53,7 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
             "This share does not exist, has expired or was revoked.",
         );
     };
-    if let Some(stored) = &share.http_auth {
+    if let Some(stored) = &share.row.http_auth {
         let header = request
             .headers()
             .get(axum::http::header::AUTHORIZATION)
@@ -78,7 +78,7 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
     let Some(upstream) = state.upstream.clone() else {
         return offline();
     };
-    if !state.events.is_connected(&share.agent_id) {
+    if !state.events.is_connected(&share.row.agent_id) {
         return offline();
     }
     let client = client_addr(request.extensions());
@@ -89,12 +89,13 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
         .contains_key(axum::http::header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
     let mut log = state.access_log.start(
-        share.lookup.as_str().into(),
+        &share.lookup,
+        &share.log_allowance,
         state.clock.now(),
         &request,
         client,
     );
-    match upstream.send(&share, request).await {
+    match upstream.send(&share.row, request).await {
         Ok(mut response) => {
             log.set_status(response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::Allowance;
 use crate::store::HttpShare;
 
 /// A safety net under the events: a missed one is repaired this long after.
@@ -19,20 +20,39 @@ const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct PublicShares {
-    by_name: RwLock<HashMap<String, Arc<HttpShare>>>,
+    by_name: RwLock<HashMap<String, Arc<PublicShare>>>,
     changed: Notify,
+}
+
+/// A live public share as the proxy serves it: the stored row, and what each of its
+/// requests needs without allocating or locking.
+pub struct PublicShare {
+    pub row: HttpShare,
+    /// `row.lookup`, for the access-log rows that name it.
+    pub lookup: Arc<str>,
+    pub log_allowance: Allowance,
+}
+
+impl PublicShare {
+    fn new(row: HttpShare) -> Arc<Self> {
+        Arc::new(Self {
+            lookup: row.lookup.as_str().into(),
+            row,
+            log_allowance: Allowance::default(),
+        })
+    }
 }
 
 impl PublicShares {
     /// The live share called `name`, as last loaded (its deadline is the caller's to check).
-    pub fn get(&self, name: &str) -> Option<Arc<HttpShare>> {
+    pub fn get(&self, name: &str) -> Option<Arc<PublicShare>> {
         self.by_name.read().ok()?.get(name).cloned()
     }
 
     /// A share this hub just created: served at once, before the reload confirms it.
     pub fn insert(&self, share: HttpShare) {
         if let Ok(mut map) = self.by_name.write() {
-            map.insert(share.public_name.clone(), Arc::new(share));
+            map.insert(share.public_name.clone(), PublicShare::new(share));
         }
         self.changed.notify_one();
     }
@@ -50,14 +70,23 @@ impl PublicShares {
         self.changed.notify_one();
     }
 
+    /// Makes `shares` the live ones. A share whose row is unchanged keeps its entry, and
+    /// with it what it has logged this second.
     fn replace(&self, shares: &[HttpShare]) {
+        let Ok(mut current) = self.by_name.write() else {
+            return;
+        };
         let map = shares
             .iter()
-            .map(|share| (share.public_name.clone(), Arc::new(share.clone())))
+            .map(|share| {
+                let entry = match current.get(&share.public_name) {
+                    Some(kept) if kept.row == *share => kept.clone(),
+                    _ => PublicShare::new(share.clone()),
+                };
+                (share.public_name.clone(), entry)
+            })
             .collect();
-        if let Ok(mut current) = self.by_name.write() {
-            *current = map;
-        }
+        *current = map;
     }
 }
 
@@ -109,10 +138,25 @@ mod tests {
         shares.replace(&[share("b")]);
         assert!(shares.get("a").is_none());
         assert_eq!(
-            shares.get("b").map(|s| s.lookup.clone()).as_deref(),
+            shares.get("b").map(|s| s.row.lookup.clone()).as_deref(),
             Some("lookup-b")
         );
         shares.remove("b");
         assert!(shares.get("b").is_none());
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_share_and_renews_a_changed_one() {
+        let shares = PublicShares::default();
+        shares.insert(share("a"));
+        shares.insert(share("b"));
+        let (a, b) = (shares.get("a"), shares.get("b"));
+        let mut later = share("b");
+        later.expires_at = 1;
+        shares.replace(&[share("a"), later]);
+        let same = |x: &Option<Arc<PublicShare>>, y: &Option<Arc<PublicShare>>| matches!((x, y), (Some(x), Some(y)) if Arc::ptr_eq(x, y));
+        assert!(same(&a, &shares.get("a")), "unchanged: the same entry");
+        assert!(!same(&b, &shares.get("b")), "changed: a new entry");
+        assert_eq!(shares.get("b").map(|s| s.row.expires_at), Some(1));
     }
 }

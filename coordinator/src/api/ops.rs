@@ -122,6 +122,12 @@ pub async fn metrics(
         counter(&m.access_log_dropped),
     );
     line(
+        "connect_access_log_over_rate_total",
+        "counter",
+        "Public requests not logged: their share had logged its most for that second.",
+        counter(&m.access_log_over_rate),
+    );
+    line(
         "connect_errors_total",
         "counter",
         "API requests that failed.",
