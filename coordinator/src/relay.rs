@@ -435,12 +435,15 @@ impl Relay {
         } = inbox;
         let mut streams_open = true;
         let mut received = RecvBatch::default();
+        // Made once: a fresh `cancelled()` every turn locks and registers a waiter each time.
+        let cancelled = cancel.cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             // Biased: changes to who may talk are applied before the next datagram is read,
             // so a revoke takes effect for every datagram that arrives after it.
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return,
+                () = &mut cancelled => return,
                 update = updates.recv() => match update {
                     Some(update) => self.table.apply(update),
                     None => return,

@@ -152,6 +152,9 @@ impl NodeTask {
     pub(super) async fn run(mut self) {
         let mut received = RecvBatch::default();
         let mut spin = self.spin;
+        // Made once: a fresh `cancelled()` every turn locks and registers a waiter each time.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             self.drain_outputs().await;
             let deadline = self.node.poll_timeout();
@@ -163,7 +166,7 @@ impl NodeTask {
             };
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break,
+                () = &mut cancelled => break,
                 readable = self.socket.readable() => {
                     if readable.is_err() {
                         break;
