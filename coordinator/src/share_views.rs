@@ -55,16 +55,23 @@ pub async fn list(
     state: &AppState,
     scope: Scope<'_>,
 ) -> Result<Vec<(Share, ShareRow)>, StoreError> {
-    let rows = match scope {
-        Scope::Agent(id) => state.store.shares_of(id).await?,
-        Scope::Admin => state.store.all_shares().await?,
+    let (rows, counts) = match scope {
+        Scope::Agent(id) => (
+            state.store.shares_of(id).await?,
+            state.store.join_counts(Some(id)).await?,
+        ),
+        Scope::Admin => (
+            state.store.all_shares().await?,
+            state.store.join_counts(None).await?,
+        ),
     };
-    let mut shares = Vec::with_capacity(rows.len());
-    for row in rows {
-        let joined = state.store.joins_of(&row.lookup).await?.len();
-        shares.push((to_share(state, &row, joined), row));
-    }
-    Ok(shares)
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let joined = counts.get(&row.lookup).copied().unwrap_or(0);
+            (to_share(state, &row, joined), row)
+        })
+        .collect())
 }
 
 /// A share the caller may see, or 404 (never 403: others' shares are not revealed).

@@ -714,6 +714,9 @@ async fn shares_are_created_listed_revoked_and_joined() {
         .call(Method::GET, routes::SHARES, Some(&alice), None)
         .await;
     assert_eq!(list["shares"][0]["joined"], 1);
+    // The admin's list (the dashboard's) counts every share's joins in one query.
+    let counts = hub.state.store.join_counts(None).await.unwrap();
+    assert_eq!(counts.get(&hex64(1)).copied(), Some(1));
 
     let revoke = format!("/v1/shares/{}/revoke", hex64(1));
     let (status, _) = hub.call(Method::POST, &revoke, Some(&bob), None).await;

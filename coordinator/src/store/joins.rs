@@ -1,5 +1,7 @@
 //! The `joins` table: who joined which share, when, from where, with which address.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -131,6 +133,37 @@ impl Store {
         .await
         .map_err(StoreError::from)?;
         Ok((JoinRow::from_row(&row)?, first))
+    }
+
+    /// How many joins each share has, for the shares of `owner` (every share's when
+    /// `None`): one query for a whole list, counted as [`Store::joins_of`] lists them.
+    pub async fn join_counts(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<HashMap<String, usize>, StoreError> {
+        const COUNT: &str = "SELECT j.share_lookup, COUNT(*) AS n FROM joins j \
+                             JOIN agents a ON a.id = j.agent_id JOIN shares s ON s.lookup = j.share_lookup";
+        let query = match owner {
+            Some(owner) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{COUNT} WHERE s.agent_id = $1 GROUP BY j.share_lookup"
+            )))
+            .bind(owner.to_owned()),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{COUNT} GROUP BY j.share_lookup"
+            ))),
+        };
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n")?;
+                Ok((
+                    row.try_get("share_lookup")?,
+                    usize::try_from(n).unwrap_or(usize::MAX),
+                ))
+            })
+            .collect()
     }
 
     pub async fn joins_of(&self, share: &str) -> Result<Vec<JoinRow>, StoreError> {
