@@ -75,7 +75,7 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
             }
         }
     }
-    let Some(upstream) = state.upstream.clone() else {
+    let (Some(upstream), Some(target)) = (state.upstream.clone(), share.target.as_ref()) else {
         return offline();
     };
     if !state.events.is_connected(&share.row.agent_id) {
@@ -95,7 +95,7 @@ pub async fn proxy(state: &AppState, name: &str, host: &str, mut request: Reques
         &request,
         client,
     );
-    match upstream.send(&share.row, request).await {
+    match upstream.send(target, request).await {
         Ok(mut response) => {
             log.set_status(response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_log::Allowance;
 use crate::store::HttpShare;
+use crate::upstream::Target;
 
 /// A safety net under the events: a missed one is repaired this long after.
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
@@ -31,12 +32,15 @@ pub struct PublicShare {
     /// `row.lookup`, for the access-log rows that name it.
     pub lookup: Arc<str>,
     pub log_allowance: Allowance,
+    /// Where its requests go through the tunnel.
+    pub target: Option<Target>,
 }
 
 impl PublicShare {
     fn new(row: HttpShare) -> Arc<Self> {
         Arc::new(Self {
             lookup: row.lookup.as_str().into(),
+            target: Target::of(&row),
             row,
             log_allowance: Allowance::default(),
         })

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::{self, Authority, PathAndQuery, Scheme};
 use axum::http::{Request, Response, Uri};
 use connect_netstack::io::FlowStream;
 use hyper::body::Incoming;
@@ -59,27 +60,14 @@ impl Upstream {
         })
     }
 
-    /// Sends `request` to `share`'s sharing machine, on an idle pooled connection when
-    /// there is one. The request keeps its own `Host`.
-    ///
-    /// The pool is keyed by the share itself (its lookup), not only the address: an
-    /// address block and a chosen name freed by an ended share are reused by later ones,
-    /// which must never get the old share's connections.
+    /// Sends `request` to the sharing machine of the share `target` was made for, on an
+    /// idle pooled connection when there is one. The request keeps its own `Host`.
     pub async fn send(
         &self,
-        share: &HttpShare,
+        target: &Target,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let [a, b, c, d] = machine_ip(share.block).octets();
-        let scheme = if share.https { "https" } else { "http" };
-        let key = share.lookup.get(..32).unwrap_or(&share.lookup);
-        let port = share.http_port;
-        if let Ok(uri) = format!("{scheme}://m{a}-{b}-{c}-{d}.{key}:{port}{path}").parse::<Uri>() {
+        if let Some(uri) = target.uri(request.uri().path_and_query()) {
             *request.uri_mut() = uri;
         }
         // Visitors may speak HTTP/2 to the hub; the sharing machine is always asked in
@@ -89,6 +77,48 @@ impl Upstream {
             Ok(answer) => Ok(answer?),
             Err(_) => Err(UpstreamError::Timeout(self.answer_timeout)),
         }
+    }
+}
+
+/// Where a public share's requests go: `SCHEME://mA-B-C-D.KEY:PORT`, the pool's key for
+/// it, made once per share rather than formatted and parsed on every request.
+///
+/// The pool is keyed by the share itself (its lookup), not only the address: an address
+/// block and a chosen name freed by an ended share are reused by later ones, which must
+/// never get the old share's connections.
+#[derive(Debug, Clone)]
+pub struct Target {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Target {
+    /// None only for a share whose pool host would not parse (never for a stored one).
+    pub fn of(share: &HttpShare) -> Option<Self> {
+        let [a, b, c, d] = machine_ip(share.block).octets();
+        let key = share.lookup.get(..32).unwrap_or(&share.lookup);
+        let port = share.http_port;
+        Some(Self {
+            scheme: if share.https {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
+            authority: format!("m{a}-{b}-{c}-{d}.{key}:{port}").parse().ok()?,
+        })
+    }
+
+    /// The pool URI of a request for `path` (a visitor's path and query, shared, not
+    /// copied).
+    fn uri(&self, path: Option<&PathAndQuery>) -> Option<Uri> {
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            path.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).ok()
     }
 }
 
@@ -209,5 +239,33 @@ mod tests {
         );
         assert_eq!(machine_of("172-16-0-2.x"), None);
         assert_eq!(machine_of("m172-16-0.x"), None);
+    }
+
+    #[test]
+    fn a_target_names_its_share_and_keeps_the_visitors_path() {
+        let share = HttpShare {
+            lookup: "ab".repeat(32),
+            agent_id: "agt_1".into(),
+            public_name: "name".into(),
+            block: 3,
+            http_port: 8443,
+            https: true,
+            http_auth: None,
+            expires_at: i64::MAX,
+            sharer_key: String::new(),
+            sharer_slot: 1,
+        };
+        let target = Target::of(&share).unwrap_or_else(|| panic!("no target"));
+        let path = PathAndQuery::from_static("/a/b?c=1");
+        let uri = target.uri(Some(&path)).unwrap_or_default();
+        let machine = machine_ip(3);
+        let [a, b, c, d] = machine.octets();
+        assert_eq!(
+            uri.to_string(),
+            format!("https://m{a}-{b}-{c}-{d}.{}:8443/a/b?c=1", "ab".repeat(16))
+        );
+        assert_eq!(uri.host().and_then(machine_of), Some(machine));
+        let bare = target.uri(None).unwrap_or_default();
+        assert_eq!(bare.path(), "/");
     }
 }
