@@ -238,6 +238,7 @@ both_backends!(
     ssh_keys_go_to_joiners_only_and_once_keys_once,
     registration_is_rate_limited_and_metrics_are_for_this_host,
     old_log_rows_and_idle_guests_are_pruned,
+    a_busy_shares_log_keeps_only_its_newest_rows,
     login_links_work_once_and_sessions_end_with_their_agent,
 );
 
@@ -360,6 +361,47 @@ async fn old_log_rows_and_idle_guests_are_pruned() {
     let pruned = store.prune(now_ms + 40 * 86_400_000).await.unwrap();
     assert_eq!((pruned.log_rows, pruned.guests), (2, 1));
     assert_eq!(store.agent_count().await.unwrap(), agents - 2);
+}
+
+/// A busy share keeps only its newest [`LOG_ROWS_PER_SHARE`] access-log rows.
+async fn a_busy_shares_log_keeps_only_its_newest_rows() {
+    use connect_coordinator::store::LOG_ROWS_PER_SHARE;
+    let hub = Hub::new(true).await;
+    let store = &hub.state.store;
+    let alice = hub.agent("alice").await;
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            routes::SHARES,
+            Some(&alice),
+            Some(share_body(8, 3600)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let count = LOG_ROWS_PER_SHARE + 3;
+    let now = time::OffsetDateTime::now_utc();
+    let rows: Vec<(String, HttpLogEntry)> = (0..count)
+        .map(|n| {
+            let entry = HttpLogEntry {
+                at: now - time::Duration::milliseconds(count - n),
+                method: "GET".into(),
+                path: format!("/{n}"),
+                status: 200,
+                bytes: 1,
+                client: "203.0.113.1".into(),
+                duration_ms: 1,
+            };
+            (hex64(8), entry)
+        })
+        .collect();
+    for batch in rows.chunks(1024) {
+        store.insert_http_log(batch).await.unwrap();
+    }
+    let pruned = store.prune(hub.state.now_ms()).await.unwrap();
+    assert_eq!(pruned.log_rows, 3, "the three oldest");
+    let newest = store.http_log(&hex64(8)).await.unwrap();
+    let newest = newest.last().map(|entry| entry.path.clone());
+    assert_eq!(newest, Some(format!("/{}", count - 1)));
 }
 
 /// A flood of registrations from one address is cut off with 429 and the one error shape

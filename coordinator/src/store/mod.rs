@@ -21,7 +21,7 @@ pub use agents::AgentRow;
 pub use http_log::LogPage;
 pub use joins::{JoinError, JoinRow};
 pub use keys::KeyRow;
-pub use prune::Pruned;
+pub use prune::{LOG_ROWS_PER_SHARE, Pruned};
 pub use sessions::{LinkTaken, SessionRow};
 pub use shares::{BLOCKS, CreateShareError, HttpShare, NewShare, ShareRow};
 pub use ssh_keys::NewSshKey;
