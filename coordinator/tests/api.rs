@@ -125,6 +125,19 @@ impl Hub {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Creates the share `lookup` (an hour long) as `token`'s agent.
+    async fn share(&self, token: &str, lookup: u8) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                routes::SHARES,
+                Some(token),
+                Some(share_body(lookup, 3600)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
     async fn agent(&self, name: &str) -> String {
         let (status, body) = self.register(name, json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -177,6 +190,19 @@ async fn call_from(
 
 fn hex64(byte: u8) -> String {
     format!("{byte:02x}").repeat(32)
+}
+
+/// An access-log row at `at` for `path`.
+fn log_row(at: time::OffsetDateTime, path: &str) -> HttpLogEntry {
+    HttpLogEntry {
+        at,
+        method: "GET".into(),
+        path: path.into(),
+        status: 200,
+        bytes: 1,
+        client: "203.0.113.1".into(),
+        duration_ms: 1,
+    }
 }
 
 fn share_body(lookup: u8, expires: u64) -> Value {
@@ -312,15 +338,7 @@ async fn old_log_rows_and_idle_guests_are_pruned() {
     let hub = Hub::new(true).await;
     let store = &hub.state.store;
     let alice = hub.agent("alice").await;
-    let (status, _) = hub
-        .call(
-            Method::POST,
-            routes::SHARES,
-            Some(&alice),
-            Some(share_body(7, 3600)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    hub.share(&alice, 7).await;
     let (_, idle) = hub.register("idle", json!({"guest": true})).await;
     assert!(idle["token"].is_string());
     let (_, joiner) = hub.register("joiner", json!({"guest": true})).await;
@@ -337,16 +355,10 @@ async fn old_log_rows_and_idle_guests_are_pruned() {
     let now = time::OffsetDateTime::now_utc();
     let day = time::Duration::days(1);
     for at in [now - 40 * day, now, now] {
-        let entry = HttpLogEntry {
-            at,
-            method: "GET".into(),
-            path: "/".into(),
-            status: 200,
-            bytes: 1,
-            client: "203.0.113.1".into(),
-            duration_ms: 1,
-        };
-        store.insert_http_log(&[(hex64(7), entry)]).await.unwrap();
+        store
+            .insert_http_log(&[(hex64(7), log_row(at, "/"))])
+            .await
+            .unwrap();
     }
     let now_ms = hub.state.now_ms();
     let agents = store.agent_count().await.unwrap();
@@ -369,29 +381,13 @@ async fn a_busy_shares_log_keeps_only_its_newest_rows() {
     let hub = Hub::new(true).await;
     let store = &hub.state.store;
     let alice = hub.agent("alice").await;
-    let (status, _) = hub
-        .call(
-            Method::POST,
-            routes::SHARES,
-            Some(&alice),
-            Some(share_body(8, 3600)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    hub.share(&alice, 8).await;
     let count = LOG_ROWS_PER_SHARE + 3;
     let now = time::OffsetDateTime::now_utc();
     let rows: Vec<(String, HttpLogEntry)> = (0..count)
         .map(|n| {
-            let entry = HttpLogEntry {
-                at: now - time::Duration::milliseconds(count - n),
-                method: "GET".into(),
-                path: format!("/{n}"),
-                status: 200,
-                bytes: 1,
-                client: "203.0.113.1".into(),
-                duration_ms: 1,
-            };
-            (hex64(8), entry)
+            let at = now - time::Duration::milliseconds(count - n);
+            (hex64(8), log_row(at, &format!("/{n}")))
         })
         .collect();
     for batch in rows.chunks(1024) {
