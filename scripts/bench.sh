@@ -165,10 +165,12 @@ times.sort(); print("%.0f" % (times[len(times) // 2] / 1000))' "$2" "$3"
 # RSS, and the private part of it: the rest is the program's code mapped from its file,
 # shared by every connect process on the machine.
 rss() { awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} END {printf "%.1f MB (%.1f MB private)", r/1024, a/1024}' "/proc/$1/status"; }
+# CPU time (user and system, in clock ticks) the processes PIDS have used so far.
+cpu_ticks() { local pid t=0; for pid in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo "$t"; }
 # The hub's relay counters, its CPU time (ticks) and the clock, for rates over a run.
 relay_sample() {
   on hub curl -s http://127.0.0.1:7070/metrics \
-    | awk -v cpu="$(awk '{print $14+$15}' "/proc/$hub_pid/stat")" -v now="$(date +%s.%N)" \
+    | awk -v cpu="$(cpu_ticks "$hub_pid")" -v now="$(date +%s.%N)" \
       '$1=="connect_relay_packets_total" {p=$2} $1=="connect_relay_bytes_total" {b=$2} END {print p, b, cpu, now}'
 }
 relay_rate() { # relay_rate "BEFORE" "AFTER" → "packets/s Gbit/s cpu%"
@@ -221,8 +223,7 @@ if command -v wrk >/dev/null; then
   # unit). A 5 s run's p99 moves by half from run to run here: each path runs three times,
   # the paths taking turns, and the medians are shown. Beside them, the CPU time the two
   # ends of the tunnel (hub and sharer, or rathole's server and client) spent per request:
-  # unlike the rate, it does not follow how busy the machine's host is that hour.
-  cpu_ticks() { local pid t=0; for pid in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done; echo "$t"; }
+  # the work a request costs, where the rate also says how much CPU the machine gave.
   wrk_sample() { # wrk_sample NAME "PIDS" URL [Host header]: "req/s p99-ms cpu-µs/req" appended to $dir/wrk.NAME
     local args=(-t2 -c16 -d5s --latency) before out
     [ -n "${4:-}" ] && args+=(-H "Host: $4")
